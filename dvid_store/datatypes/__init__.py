@@ -1,0 +1,1 @@
+"""One module per DVID datatype family; each class wraps one data instance on one node."""

@@ -1,0 +1,178 @@
+"""The one exception hierarchy of dvid_store, and the one place HTTP answers become exceptions.
+
+DVID answers almost every failure with ``400`` and a ``text/plain`` message of the
+form ``<message> (<url path>).``; only lookups of missing things use ``404``. The
+subclasses below tell the cases apart from the status *and* DVID's text, so that
+callers can ``except LockedNodeError`` instead of parsing messages.
+
+Every exception that names a URL names it without secrets (see
+:func:`redact_url`).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = [
+    "AuthError",
+    "BadRequestError",
+    "DvidConnectionError",
+    "DvidError",
+    "DvidHTTPError",
+    "DvidInputError",
+    "LockedNodeError",
+    "NotFoundError",
+    "ServerBusyError",
+    "ServerError",
+    "UnknownInstanceError",
+    "UnknownNodeError",
+    "UnsupportedError",
+    "error_from_response",
+    "redact_url",
+]
+
+#: Query parameters whose values are secrets and never leave the HTTP core.
+SECRET_PARAMS = frozenset({"admintoken", "token", "jwt", "passcode"})
+
+
+class DvidError(Exception):
+    """Base class of every error raised by dvid_store."""
+
+
+class DvidInputError(DvidError, ValueError):
+    """The caller asked for something the client refuses before sending anything.
+
+    Examples: an unaligned write, a wrong dtype, a key that DVID cannot address.
+    """
+
+
+class UnsupportedError(DvidError, NotImplementedError):
+    """The operation does not exist on this DVID server (e.g. the removed labelgraph type)."""
+
+
+class DvidConnectionError(DvidError, ConnectionError):
+    """The server could not be reached (down, wrong port, refused, timed out)."""
+
+    def __init__(self, message: str, *, url: str, attempts: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.attempts = attempts
+
+
+class DvidHTTPError(DvidError):
+    """DVID answered with a non-2xx status.
+
+    Attributes
+    ----------
+    method : str
+        HTTP method of the request.
+    url : str
+        The request URL with secret query parameters masked.
+    status : int or None
+        HTTP status, or ``None`` when the client refused the request before sending it.
+    message : str
+        DVID's own error text (its response body), stripped.
+    """
+
+    def __init__(self, method: str, url: str, status: int | None, message: str) -> None:
+        self.method = method.upper()
+        self.url = redact_url(url)
+        self.status = status
+        self.message = message.strip()
+        where = f"{self.method} {self.url}"
+        head = f"HTTP {status}" if status is not None else "refused before sending"
+        super().__init__(f"{head} for {where}: {self.message}")
+
+    def __reduce__(self):  # keep pickling (dask ships exceptions between processes)
+        return (type(self), (self.method, self.url, self.status, self.message))
+
+
+class BadRequestError(DvidHTTPError):
+    """DVID rejected the request (400): bad geometry, bad JSON, wrong body size, ..."""
+
+
+class LockedNodeError(BadRequestError):
+    """A write to a committed (locked) node. Branch or create a new version to write."""
+
+
+class UnknownNodeError(BadRequestError, LookupError):
+    """The UUID, prefix or branch does not name a node on this server."""
+
+
+class UnknownInstanceError(BadRequestError, LookupError):
+    """The data instance name does not exist in the node's repo."""
+
+
+class NotFoundError(DvidHTTPError, LookupError):
+    """The thing looked up does not exist (404): a key, a label, an endpoint."""
+
+
+class AuthError(DvidHTTPError):
+    """Missing or insufficient credentials (401/403, or DVID's admin-only 400)."""
+
+
+class ServerBusyError(DvidHTTPError):
+    """The server kept answering 503/504/429 until the retry budget ran out."""
+
+
+class ServerError(DvidHTTPError):
+    """The server failed internally (5xx other than busy)."""
+
+
+_LOCKED = re.compile(r"locked node", re.IGNORECASE)
+_UNKNOWN_NODE = re.compile(
+    r"could not find UUID|no node with UUID|ambiguous|branch .* not found|UUID must be specified",
+    re.IGNORECASE,
+)
+_UNKNOWN_INSTANCE = re.compile(r"invalid data instance name|no data instance|data instance .* not found", re.I)
+_ADMIN = re.compile(r"admin privileges|requires admin", re.IGNORECASE)
+
+
+def error_from_response(method: str, url: str, status: int, text: str) -> DvidHTTPError:
+    """Map one failed HTTP answer to the most specific exception class.
+
+    Parameters
+    ----------
+    method, url : str
+        The request (the URL is redacted here).
+    status : int
+        The HTTP status.
+    text : str
+        The response body; DVID puts its error message there.
+    """
+    cls: type[DvidHTTPError]
+    if status == 400:
+        if _LOCKED.search(text):
+            cls = LockedNodeError
+        elif _UNKNOWN_INSTANCE.search(text):
+            cls = UnknownInstanceError
+        elif _UNKNOWN_NODE.search(text):
+            cls = UnknownNodeError
+        elif _ADMIN.search(text):
+            cls = AuthError
+        else:
+            cls = BadRequestError
+    elif status == 404:
+        cls = NotFoundError
+    elif status in (401, 403):
+        cls = AuthError
+    elif status in (429, 503, 504):
+        cls = ServerBusyError
+    elif status >= 500:
+        cls = ServerError
+    else:
+        cls = DvidHTTPError
+    return cls(method, url, status, text or f"(empty body, status {status})")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with the values of secret query parameters replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(k.lower() in SECRET_PARAMS for k, _ in pairs):
+        return url
+    query = urlencode([(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(query=query))

@@ -1,0 +1,328 @@
+"""A node (one version) of a DVID repo: version operations, instances, custom requests."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import lz4.block
+
+from .errors import DvidInputError, LockedNodeError, UnknownInstanceError
+from .repo import RepoInfo
+from .settings import dvid_settings
+
+if TYPE_CHECKING:
+    from .client import DvidClient
+    from .datatypes.annotations import Annotations
+    from .datatypes.graph import LabelGraph
+    from .datatypes.keyvalue import KeyValue
+    from .datatypes.labels import Labelarray, Labelblk, Labelmap
+    from .datatypes.roi import Roi
+    from .datatypes.tiles import Tiles
+    from .datatypes.voxels import Voxels
+    from .transport import Transport
+
+__all__ = ["Node"]
+
+
+class Node:
+    """One version (a UUID) of a DVID repo.
+
+    Get one from :meth:`DvidClient.node` or :meth:`DvidClient.create_repo`.
+    Committed nodes are read-only: writes to them raise :class:`LockedNodeError`,
+    before any byte is sent where the client already knows the node is locked.
+
+    Parameters
+    ----------
+    client : DvidClient
+        The server connection.
+    uuid : str
+        The node's full UUID.
+    """
+
+    #: How long an "unlocked" answer from the server is trusted.
+    LOCK_RECHECK_SECONDS = 2.0
+
+    def __init__(self, client: DvidClient, uuid: str) -> None:
+        self.client = client
+        self.uuid = uuid
+        self._known_locked = False
+        self._unlocked_seen_at = -math.inf
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def transport(self) -> Transport:
+        return self.client.transport
+
+    def __repr__(self) -> str:
+        return f"Node({self.uuid!r}, server={self.client.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Node) and other.uuid == self.uuid and other.client == self.client
+
+    def __hash__(self) -> int:
+        return hash((self.uuid, self.client))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"client": self.client, "uuid": self.uuid}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.client = state["client"]
+        self.uuid = state["uuid"]
+        self._known_locked = False
+        self._unlocked_seen_at = -math.inf
+
+    def path(self, *parts: str) -> str:
+        """``/api/node/<uuid>/<parts...>`` with each part percent-encoded."""
+        return "/api/node/" + "/".join([self.uuid, *(quote(p, safe="") for p in parts)])
+
+    # ---------------------------------------------------------------- status
+    @property
+    def locked(self) -> bool:
+        """Whether the node is committed.
+
+        A commit is final, so a locked answer is kept; an unlocked one is asked
+        again after :attr:`LOCK_RECHECK_SECONDS` (another client may commit). Writes
+        that slip through that window are still refused by the server, with the
+        same :class:`LockedNodeError`.
+        """
+        now = time.monotonic()
+        if not self._known_locked and now - self._unlocked_seen_at > self.LOCK_RECHECK_SECONDS:
+            self._known_locked = bool(self.transport.get_json(self.path("commit")).get("Locked"))
+            self._unlocked_seen_at = now
+        return self._known_locked
+
+    def require_writable(self, what: str = "write") -> None:
+        """Raise :class:`LockedNodeError` if the node is committed; send nothing then.
+
+        Parameters
+        ----------
+        what : str
+            What was about to be written, for the error message.
+        """
+        if self.locked:
+            raise LockedNodeError(
+                "POST",
+                self.transport.url(self.path()),
+                None,
+                f"node {self.uuid} is committed (locked), so {what} is refused; "
+                "write to a new version instead: node.new_version() or node.branch(name)",
+            )
+
+    def repo_info(self) -> RepoInfo:
+        """The repo this node belongs to, with its version DAG."""
+        return RepoInfo.from_json(self.transport.get_json(f"/api/repo/{self.uuid}/info"))
+
+    @property
+    def parents(self) -> tuple[Node, ...]:
+        """The parent node(s) in the version DAG."""
+        version = self.repo_info().versions[self.uuid]
+        return tuple(Node(self.client, p) for p in version.parents)
+
+    @property
+    def branch_name(self) -> str:
+        """Branch of this node (``"master"`` for DVID's default branch)."""
+        return self.repo_info().versions[self.uuid].branch
+
+    # ------------------------------------------------------------- versions
+    def commit(self, note: str = "", log: Iterable[str] = ()) -> None:
+        """Commit (lock) this node. Afterwards it is read-only.
+
+        Parameters
+        ----------
+        note : str
+            Commit note.
+        log : iterable of str
+            Lines appended to the node's log.
+        """
+        if self._known_locked:
+            self.require_writable("commit")
+        self.transport.post_json(self.path("commit"), {"note": note, "log": list(log)})
+        self._known_locked = True
+
+    def new_version(self, note: str = "", *, uuid: str | None = None) -> Node:
+        """Create a child on the same branch. The node must be committed first."""
+        payload: dict[str, str] = {"note": note}
+        if uuid:
+            payload["uuid"] = uuid
+        return Node(self.client, self.transport.post_json(self.path("newversion"), payload)["child"])
+
+    def branch(self, name: str, note: str = "", *, uuid: str | None = None) -> Node:
+        """Create a child on a new branch ``name``. The node must be committed first."""
+        if not name or name == "master":
+            raise DvidInputError(f"branch name {name!r} is reserved; choose another name")
+        payload: dict[str, str] = {"branch": name, "note": note}
+        if uuid:
+            payload["uuid"] = uuid
+        return Node(self.client, self.transport.post_json(self.path("branch"), payload)["child"])
+
+    def log(self) -> list[str]:
+        """The node's log lines."""
+        return list(self.transport.get_json(self.path("log")).get("log") or [])
+
+    def append_log(self, *lines: str) -> None:
+        """Append lines to the node's log."""
+        self.require_writable("appending to the log")
+        self.transport.post_json(self.path("log"), {"log": list(lines)})
+
+    @property
+    def note(self) -> str:
+        """The node's note (settable while the node is not committed)."""
+        return self.transport.get_json(self.path("note")).get("note") or ""
+
+    @note.setter
+    def note(self, text: str) -> None:
+        self.require_writable("setting the note")
+        self.transport.post_json(self.path("note"), {"note": text})
+
+    # ------------------------------------------------------------- instances
+    def instances(self) -> dict[str, str]:
+        """Data instances of the repo: name → DVID type name."""
+        return self.repo_info().instances
+
+    def typeinfo(self, name: str) -> dict[str, Any]:
+        """DVID's ``/info`` JSON of the instance ``name`` (libdvid's ``get_typeinfo``).
+
+        Raises
+        ------
+        UnknownInstanceError
+            No instance of that name exists.
+        """
+        try:
+            return self.transport.get_json(self.path(name, "info"))
+        except UnknownInstanceError as exc:
+            raise UnknownInstanceError(
+                exc.method, exc.url, exc.status,
+                f"{exc.message} — node {self.uuid[:8]} has instances: {', '.join(sorted(self.instances())) or 'none'}",
+            ) from None
+
+    def create_instance(self, typename: str, name: str, **settings: Any) -> dict[str, Any]:
+        """Create a data instance and return its ``/info``.
+
+        Parameters
+        ----------
+        typename : str
+            DVID datatype, e.g. ``"uint8blk"``, ``"labelmap"``, ``"keyvalue"``, ``"roi"``.
+        name : str
+            Instance name (unique in the repo).
+        **settings
+            Python-style settings converted by :func:`dvid_store.settings.dvid_settings`:
+            ``block_size=(64, 64, 64)`` and ``voxel_size`` in (z, y, x),
+            ``max_downres_level=3``, ``compression="jpeg"``, ``versioned=False``...
+
+        Raises
+        ------
+        LockedNodeError
+            The node is committed.
+        BadRequestError
+            DVID rejected the settings (its message says which).
+        """
+        self.require_writable(f"creating instance {name!r}")
+        payload = {"typename": typename, "dataname": name, **dvid_settings(settings)}
+        self.transport.post_json(f"/api/repo/{self.uuid}/instance", payload)
+        return self.typeinfo(name)
+
+    # ------------------------------------------------------------- accessors
+    def keyvalue(self, name: str) -> KeyValue:
+        """The keyvalue instance ``name``."""
+        from .datatypes.keyvalue import KeyValue
+
+        return KeyValue(self, name)
+
+    def voxels(self, name: str) -> Voxels:
+        """The imageblk-family instance ``name`` (uint8blk, uint16blk, ..., rgba8blk)."""
+        from .datatypes.voxels import Voxels
+
+        return Voxels(self, name)
+
+    def labelmap(self, name: str) -> Labelmap:
+        """The labelmap instance ``name``."""
+        from .datatypes.labels import Labelmap
+
+        return Labelmap(self, name)
+
+    def labelblk(self, name: str) -> Labelblk:
+        """The (legacy) labelblk instance ``name``."""
+        from .datatypes.labels import Labelblk
+
+        return Labelblk(self, name)
+
+    def labelarray(self, name: str) -> Labelarray:
+        """The (legacy) labelarray instance ``name``."""
+        from .datatypes.labels import Labelarray
+
+        return Labelarray(self, name)
+
+    def roi(self, name: str) -> Roi:
+        """The roi instance ``name``."""
+        from .datatypes.roi import Roi
+
+        return Roi(self, name)
+
+    def tiles(self, name: str) -> Tiles:
+        """The imagetile instance ``name``."""
+        from .datatypes.tiles import Tiles
+
+        return Tiles(self, name)
+
+    def annotations(self, name: str) -> Annotations:
+        """The annotation instance ``name``."""
+        from .datatypes.annotations import Annotations
+
+        return Annotations(self, name)
+
+    def graph(self, name: str) -> LabelGraph:
+        """The labelgraph instance ``name``: DVID removed that type; every call says so."""
+        from .datatypes.graph import LabelGraph
+
+        return LabelGraph(self, name)
+
+    # ---------------------------------------------------------------- general
+    def custom_request(
+        self,
+        endpoint: str,
+        payload: bytes | bytearray | memoryview | str | None = None,
+        method: str = "GET",
+        compress: bool = False,
+        *,
+        params: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Send any request to an endpoint under this node (libdvid's ``custom_request``).
+
+        Parameters
+        ----------
+        endpoint : str
+            Path after ``/api/node/<uuid>``, e.g. ``"/segmentation/sparsevol/42"``;
+            a query string may be included.
+        payload : bytes or str, optional
+            Request body.
+        method : str
+            ``GET``, ``POST``, ``PUT``, ``DELETE`` or ``HEAD``.
+        compress : bool
+            Compress ``payload`` with LZ4 (DVID's raw block flavour) and add
+            ``compression=lz4`` so DVID knows.
+        params : dict, optional
+            Extra query parameters.
+
+        Returns
+        -------
+        bytes
+            The response body.
+        """
+        method = method.upper()
+        if method not in {"GET", "POST", "PUT", "DELETE", "HEAD"}:
+            raise DvidInputError(f"unsupported method {method!r}: use GET, POST, PUT, DELETE or HEAD")
+        body = payload.encode() if isinstance(payload, str) else payload
+        query = dict(params or {})
+        if compress and body is not None:
+            body = lz4.block.compress(bytes(body), store_size=False)
+            query["compression"] = "lz4"
+        path, _, query_string = endpoint.partition("?")
+        for item in filter(None, query_string.split("&")):
+            key, _, value = item.partition("=")
+            query.setdefault(key, value)
+        full = f"/api/node/{self.uuid}/{path.lstrip('/')}"
+        return self.transport.request(method, full, params=query, data=body).content
