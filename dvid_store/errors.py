@@ -126,7 +126,9 @@ _UNKNOWN_NODE = re.compile(
     re.IGNORECASE,
 )
 _UNKNOWN_INSTANCE = re.compile(r"invalid data instance name|no data instance|data instance .* not found", re.I)
-_ADMIN = re.compile(r"admin privileges|requires admin", re.IGNORECASE)
+_AUTH = re.compile(
+    r"admin privileges|requires admin|JWT|bearer not in proper format|is not authorized", re.IGNORECASE
+)
 
 
 def error_from_response(method: str, url: str, status: int, text: str) -> DvidHTTPError:
@@ -149,7 +151,7 @@ def error_from_response(method: str, url: str, status: int, text: str) -> DvidHT
             cls = UnknownInstanceError
         elif _UNKNOWN_NODE.search(text):
             cls = UnknownNodeError
-        elif _ADMIN.search(text):
+        elif _AUTH.search(text):
             cls = AuthError
         else:
             cls = BadRequestError

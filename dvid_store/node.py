@@ -160,7 +160,7 @@ class Node:
         return Node(self.client, self.transport.post_json(self.path("branch"), payload)["child"])
 
     def log(self) -> list[str]:
-        """The node's log lines."""
+        """The node's log lines, as DVID stores them: ``"<UTC timestamp>  <text>"``."""
         return list(self.transport.get_json(self.path("log")).get("log") or [])
 
     def append_log(self, *lines: str) -> None:

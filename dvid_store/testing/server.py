@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -109,8 +110,12 @@ class DvidServer:
         Admin token given to the server via ``DVID_ADMIN_TOKEN``; random by default.
     startup_timeout : float
         Seconds to wait for ``/api/heartbeat`` before giving up.
-    extra_config : str
-        TOML appended to the ``[server]`` section (e.g. ``"noLabelmapSplit = true"``).
+    server_settings : str
+        TOML lines added to the ``[server]`` section (e.g. ``"noLabelmapSplit = true"``).
+    extra_toml : str
+        TOML sections appended to the config (e.g. an ``[auth]`` section).
+    env : mapping, optional
+        Extra environment variables for the server process.
 
     Examples
     --------
@@ -125,12 +130,16 @@ class DvidServer:
         *,
         admin_token: str | None = None,
         startup_timeout: float = 60.0,
-        extra_config: str = "",
+        server_settings: str = "",
+        extra_toml: str = "",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.binary = Path(binary) if binary is not None else find_dvid_binary()
         self._admin_token = admin_token or secrets.token_hex(16)
         self.startup_timeout = startup_timeout
-        self.extra_config = extra_config
+        self.server_settings = server_settings
+        self.extra_toml = extra_toml
+        self.env = dict(env or {})
         self.http_port: int | None = None
         self.rpc_port: int | None = None
         self._dir: Path | None = None
@@ -203,10 +212,12 @@ class DvidServer:
             config = self._dir / "config.toml"
             config.write_text(
                 _CONFIG.format(
-                    http_port=self.http_port, rpc_port=self.rpc_port, root=self._dir, extra=self.extra_config
+                    http_port=self.http_port, rpc_port=self.rpc_port, root=self._dir, extra=self.server_settings
                 )
+                + "\n"
+                + self.extra_toml
             )
-            env = dict(os.environ, DVID_ADMIN_TOKEN=self._admin_token)
+            env = {**os.environ, **self.env, "DVID_ADMIN_TOKEN": self._admin_token}
             console = open(self._dir / "console.txt", "wb")
             try:
                 self._process = subprocess.Popen(

@@ -1,0 +1,294 @@
+"""The HTTP core against the real server: error mapping, retries, sessions, secrets."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import multiprocessing
+import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from dvid_store import (
+    AuthError,
+    BadRequestError,
+    DvidClient,
+    DvidHTTPError,
+    LockedNodeError,
+    Node,
+    NotFoundError,
+    RetryPolicy,
+    ServerBusyError,
+    ServerError,
+    UnknownInstanceError,
+    UnknownNodeError,
+)
+from dvid_store.errors import error_from_response, redact_url
+from dvid_store.testing import DvidServer
+from dvid_store.transport import Transport
+
+# ------------------------------------------------------------------ error mapping
+
+
+def test_404_is_not_found_with_dvid_message(dvid_node: Node) -> None:
+    dvid_node.create_instance("keyvalue", "kv")
+    with pytest.raises(NotFoundError) as info:
+        dvid_node.transport.request("GET", dvid_node.path("kv", "key", "absent-key"))
+    error = info.value
+    assert error.status == 404
+    assert error.method == "GET"
+    assert "absent-key" in error.message  # DVID's own words survive
+    assert isinstance(error, LookupError)
+
+
+def test_bad_geometry_is_bad_request_with_dvid_message(dvid_node: Node) -> None:
+    dvid_node.create_instance("uint8blk", "gray")
+    with pytest.raises(BadRequestError) as info:
+        dvid_node.transport.request("GET", dvid_node.path("gray", "raw", "0_1_2", "10_10", "0_0_0"))
+    assert info.value.status == 400
+    assert info.value.message  # DVID explains itself
+    assert not isinstance(info.value, (LockedNodeError, UnknownInstanceError, UnknownNodeError))
+
+
+def test_write_to_locked_node_is_told_apart_by_the_server(dvid_node: Node) -> None:
+    dvid_node.create_instance("uint8blk", "gray")
+    dvid_node.commit("lock it")
+    # Go around the client-side check: the server's own answer must map to the same class.
+    with pytest.raises(LockedNodeError) as info:
+        dvid_node.transport.request(
+            "POST", dvid_node.path("gray", "raw", "0_1_2", "32_32_32", "0_0_0"), data=bytes(32**3)
+        )
+    assert info.value.status == 400
+    assert "locked" in info.value.message
+
+
+def test_write_to_locked_node_is_refused_before_sending(dvid_node: Node) -> None:
+    dvid_node.commit("lock it")
+    with pytest.raises(LockedNodeError) as info:
+        dvid_node.create_instance("keyvalue", "late")
+    assert info.value.status is None  # the client refused; nothing was sent
+    assert "new_version" in str(info.value)
+    with pytest.raises(LockedNodeError):
+        dvid_node.append_log("more")
+    assert "late" not in dvid_node.instances()
+
+
+def test_unknown_node_and_unknown_instance(dvid_node: Node) -> None:
+    with pytest.raises(UnknownNodeError) as info:
+        dvid_node.transport.request("GET", "/api/node/ffffffffffffffffffff/whatever/info")
+    assert "ffffffffffffffffffff" in info.value.message
+    with pytest.raises(UnknownInstanceError) as info2:
+        dvid_node.typeinfo("no-such-instance")
+    assert "no-such-instance" in str(info2.value)
+
+
+def test_panic_in_handler_is_server_error(dvid_node: Node) -> None:
+    # DVID v1.0.0 panics (HTTP 500) on a single-block labelmap /raw read of a missing block.
+    dvid_node.create_instance("labelmap", "seg")
+    with pytest.raises(ServerError) as info:
+        dvid_node.transport.request("GET", dvid_node.path("seg", "raw", "0_1_2", "64_64_64", "0_0_0"))
+    assert info.value.status == 500
+
+
+def test_mapping_table_covers_statuses() -> None:
+    # The single mapping function, fed real DVID message shapes.
+    assert isinstance(error_from_response("GET", "http://h/x", 401, "no"), AuthError)
+    assert isinstance(error_from_response("GET", "http://h/x", 403, "no"), AuthError)
+    assert isinstance(error_from_response("GET", "http://h/x", 503, "busy"), ServerBusyError)
+    assert isinstance(error_from_response("GET", "http://h/x", 400, "JWT required via Authorization"), AuthError)
+    assert type(error_from_response("GET", "http://h/x", 418, "teapot")) is DvidHTTPError
+
+
+def test_errors_pickle_with_their_fields() -> None:
+    error = error_from_response("POST", "http://h/api?admintoken=s3cret", 400, "Cannot do POST on locked node x")
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is LockedNodeError
+    assert (clone.status, clone.method, clone.message) == (400, "POST", error.message)
+    assert "s3cret" not in clone.url
+
+
+# ------------------------------------------------------------------------ retries
+
+
+def test_throttled_requests_are_ridden_through(dvid_node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    # throttle=true lets one heavy operation run at a time (DVID's default limit is 1);
+    # the rest get 503 and must be retried until they succeed.
+    gray = dvid_node.create_instance("uint8blk", "gray")
+    assert gray["Base"]["TypeName"] == "uint8blk"
+    volume = np.random.default_rng(0).integers(0, 255, (128, 128, 128), dtype=np.uint8)
+    dvid_node.transport.request(
+        "POST", dvid_node.path("gray", "raw", "0_1_2", "128_128_128", "0_0_0"), data=volume.tobytes()
+    )
+    client = DvidClient(dvid_node.client.url, retry=RetryPolicy(max_attempts=200, total_seconds=120))
+    transport = client.transport
+    path = dvid_node.path("gray", "raw", "0_1_2", "128_128_128", "0_0_0")
+
+    def read(_: int) -> bytes:
+        return transport.request("GET", path, params={"throttle": "true"}).content
+
+    caplog.set_level(logging.INFO, logger="dvid_store.http")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(read, range(32)))
+    assert all(r == volume.tobytes() for r in results)
+    retries = [r for r in caplog.records if "HTTP 503" in r.getMessage()]
+    assert retries, "8 concurrent throttled reads never met a 503: the retry path was not exercised"
+
+
+def test_busy_error_after_retry_budget(dvid_node: Node) -> None:
+    dvid_node.create_instance("uint8blk", "gray")
+    volume = np.zeros((256, 256, 256), np.uint8)
+    dvid_node.transport.request(
+        "POST", dvid_node.path("gray", "raw", "0_1_2", "256_256_256", "0_0_0"), data=volume.tobytes()
+    )
+    impatient = DvidClient(dvid_node.client.url, retry=RetryPolicy(max_attempts=1)).transport
+    path = dvid_node.path("gray", "raw", "0_1_2", "256_256_256", "0_0_0")
+    barrier = threading.Barrier(6)
+    errors: list[Exception] = []
+
+    def read() -> None:
+        barrier.wait()
+        try:
+            impatient.request("GET", path, params={"throttle": "true"})
+        except ServerBusyError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors, "six simultaneous throttled reads all ran: DVID did not throttle"
+    assert errors[0].status == 503
+    assert "throttled" in errors[0].message
+
+
+def test_post_is_not_retried_unless_idempotent() -> None:
+    transport = Transport("127.0.0.1:9", retry=RetryPolicy(max_attempts=5, total_seconds=5))
+    from dvid_store import DvidConnectionError
+
+    with pytest.raises(DvidConnectionError) as info:
+        transport.request("POST", "/api/repos", json={})
+    assert info.value.attempts == 1
+    with pytest.raises(DvidConnectionError) as info:
+        transport.request("POST", "/api/repos", json={}, idempotent=True)
+    assert info.value.attempts == 5
+
+
+# ----------------------------------------------------------------------- sessions
+
+
+def test_one_session_per_thread(dvid_client: DvidClient) -> None:
+    transport = dvid_client.transport
+    sessions: list[object] = []
+
+    def grab() -> None:
+        transport.request("GET", "/api/heartbeat")
+        sessions.append(transport.session())
+
+    threads = [threading.Thread(target=grab) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(s) for s in sessions}) == 3
+    assert transport.session() is transport.session()
+
+
+def _child_heartbeat(transport: Transport, parent_session_id: int, queue: multiprocessing.Queue) -> None:
+    ok = transport.request("GET", "/api/heartbeat").text.strip() == "OK"
+    queue.put((ok, id(transport.session()) != parent_session_id))
+
+
+def test_forked_child_uses_its_own_session(dvid_client: DvidClient) -> None:
+    transport = dvid_client.transport
+    transport.request("GET", "/api/heartbeat")
+    parent_session = transport.session()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_heartbeat, args=(transport, id(parent_session), queue))
+    child.start()
+    ok, fresh = queue.get(timeout=30)
+    child.join(30)
+    assert ok and fresh
+    assert transport.session() is parent_session
+
+
+# ------------------------------------------------------------------------ secrets
+
+
+def _jwt(secret: str, user: str) -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps({"user": user}).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64(signature)}"
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    server = DvidServer(
+        extra_toml='[auth]\nproxy_address = "127.0.0.1:1"\nenforce = "token"\n',
+        env={"DVID_JWT_SECRET_KEY": "jwt-signing-secret"},
+    )
+    with server:
+        yield server
+
+
+def test_bearer_token_is_sent_and_auth_failures_map(auth_server: DvidServer) -> None:
+    root = auth_server.client().create_repo("guarded")
+    path = f"/api/node/{root.uuid}/note"
+    anonymous = DvidClient(auth_server.url, token=None)
+    with pytest.raises(AuthError) as info:
+        anonymous.transport.request("GET", path)
+    assert "JWT" in info.value.message
+    token = _jwt("jwt-signing-secret", "alice")
+    authorised = DvidClient(auth_server.url, token=token)
+    assert authorised.transport.request("GET", path).status_code == 200
+    forged = DvidClient(auth_server.url, token=_jwt("wrong-secret", "mallory"))
+    with pytest.raises(AuthError) as info:
+        forged.transport.request("GET", path)
+    for text in (repr(authorised), repr(authorised.transport), str(info.value)):
+        assert token not in text
+
+
+def test_tokens_never_leak(
+    dvid_server: DvidServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DVID_TOKEN", raising=False)
+    monkeypatch.delenv("DVID_ADMIN_TOKEN", raising=False)
+    admin = dvid_server.admin_token
+    bearer = "bearer-secret-value-123"
+    client = DvidClient(dvid_server.url, token=bearer, admin_token=admin)
+    caplog.set_level(logging.DEBUG)
+    node = client.create_repo("secretive")  # admin request: admintoken= on the wire
+    with pytest.raises(DvidHTTPError) as info:
+        client.transport.request("GET", "/api/node/0000000000/x/info", admin=True)
+    pickled = pickle.dumps(client) + pickle.dumps(node) + pickle.dumps(client.transport)
+    texts = [repr(client), repr(client.transport), repr(node), str(info.value), info.value.url]
+    texts += [record.getMessage() for record in caplog.records]
+    assert any("admintoken=***" in record.getMessage() for record in caplog.records), "urllib3 logged no URL"
+    for secret in (admin, bearer):
+        assert secret.encode() not in pickled
+        for text in texts:
+            assert secret not in text
+    assert "***" in redact_url(f"http://h/api?admintoken={admin}&u=x")
+
+
+def test_unpickled_client_reads_tokens_from_environment(
+    dvid_server: DvidServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = DvidClient(dvid_server.url, admin_token=dvid_server.admin_token, user="carol", app="tests")
+    monkeypatch.setenv("DVID_ADMIN_TOKEN", dvid_server.admin_token)
+    clone = pickle.loads(pickle.dumps(client))
+    assert clone == client
+    assert clone.transport.user == "carol" and clone.transport.app == "tests"
+    assert clone.transport.has_admin_token
+    assert clone.create_repo("from-a-clone").uuid
