@@ -12,6 +12,7 @@ transport reads its tokens again from the environment (``DVID_TOKEN``,
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -164,6 +165,7 @@ class Transport:
 
     # ------------------------------------------------------------------ state
     def _init_sessions(self) -> None:
+        self._sent = itertools.count()
         self._sessions: dict[tuple[int, int], requests.Session] = {}
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_all, self._sessions)
@@ -206,6 +208,12 @@ class Transport:
     @property
     def retry(self) -> RetryPolicy:
         return self._config.retry
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests this transport has sent in this process (retries included)."""
+        # Reading an itertools.count without advancing it: its repr holds the next value.
+        return int(repr(self._sent)[6:-1])
 
     @property
     def has_admin_token(self) -> bool:
@@ -298,11 +306,11 @@ class Transport:
         if idempotent is None:
             idempotent = method in _SAFE_METHODS
         url = self.url(path)
-        policy = self._config.retry
         attempts = 0
         started = time.monotonic()
         while True:
             attempts += 1
+            next(self._sent)  # atomic under the GIL, unlike ``+= 1``
             try:
                 response = self.session().request(
                     method,

@@ -292,3 +292,17 @@ def test_unpickled_client_reads_tokens_from_environment(
     assert clone.transport.user == "carol" and clone.transport.app == "tests"
     assert clone.transport.has_admin_token
     assert clone.create_repo("from-a-clone").uuid
+
+
+def test_requests_sent_counts_every_attempt(dvid_client: DvidClient) -> None:
+    transport = DvidClient(dvid_client.url).transport
+    before = transport.requests_sent
+    for _ in range(3):
+        transport.request("GET", "/api/heartbeat")
+    assert transport.requests_sent - before == 3
+    dead = Transport("127.0.0.1:9", retry=RetryPolicy(max_attempts=3, total_seconds=5))
+    from dvid_store import DvidConnectionError
+
+    with pytest.raises(DvidConnectionError):
+        dead.request("GET", "/api/heartbeat")
+    assert dead.requests_sent == 3
