@@ -1,0 +1,577 @@
+"""What every DVID voxel volume shares: metadata, box reads and writes, numpy slicing.
+
+A :class:`VolumeInstance` is a 3-D array in DVID's *signed* voxel coordinates. Reads
+and writes take boxes ``((z0, y0, x0), (z1, y1, x1))`` (half-open, voxels, any
+sign) and numpy arrays in ``(z, y, x)`` order. Numpy-style slicing reads and writes
+the same boxes::
+
+    vol[0:64, 100:200, -50:50]          # a (64, 100, 100) array
+    vol[0:64, 0:64, 0:64] = block       # a block-aligned write
+
+.. important::
+
+   **Slice bounds are absolute DVID coordinates.** DVID coordinates are signed,
+   so ``vol[-10:0, 0:5, 0:5]`` means voxels z = -10 … -1, *not* "the last ten"
+   as in numpy. An open bound (``vol[:, 0:10, :]``) means the edge of the
+   instance's stored bounding box (:attr:`VolumeInstance.extents`); it is an
+   error when nothing has been stored yet. Steps other than 1, ``None``
+   (``np.newaxis``) and array ("fancy") indices are refused; an integer index
+   selects one plane and drops that axis, like numpy.
+
+Requests larger than one HTTP call can carry (DVID refuses bodies over 3 GiB,
+libdvid kept to ``INT_MAX / 8`` voxels) are split into block-aligned parts that
+are fetched or sent in parallel threads; reads land directly in one
+preallocated output array.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import lz4.block
+import numpy as np
+
+from ..errors import DvidInputError, ServerBusyError, ServerError
+from ..geometry import Box, ZYX, aligned_box, as_box, as_zyx, box_shape, is_aligned, split_box, xyz_string
+from .base import Instance
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = [
+    "DVID_MAX_REQUEST_BYTES",
+    "LIBDVID_MAX_VOXELS",
+    "LZ4_MAX_BYTES",
+    "VolumeInstance",
+]
+
+#: DVID refuses a single volume request whose payload exceeds this (``server.MaxDataRequest``).
+DVID_MAX_REQUEST_BYTES = 3 * 2**30
+
+#: libdvid's per-request voxel limit (``INT_MAX / 8``): the default part size.
+LIBDVID_MAX_VOXELS = (2**31 - 1) // 8
+
+#: Largest input one LZ4 block can hold (``LZ4_MAX_INPUT_SIZE``), rounded down.
+LZ4_MAX_BYTES = 2**30
+
+_STREAM_CHUNK = 1 << 20
+
+# DVID's DataType names in /info -> numpy dtypes.
+_DVID_DTYPES = {
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "float32": np.float32,
+    "float64": np.float64,
+}
+
+
+class VolumeInstance(Instance):
+    """A DVID instance holding a 3-D voxel volume (imageblk family, labels).
+
+    Attributes
+    ----------
+    max_request_voxels : int
+        Largest part, in voxels, of one HTTP request; bigger reads and writes are
+        split into block-aligned parts (default libdvid's ``INT_MAX / 8``; the
+        byte limits of DVID and of LZ4 lower it further where they apply). Set it
+        on an instance to change it for that object only.
+    max_workers : int
+        Threads used for the parts of one split request.
+    """
+
+    max_request_voxels: int = LIBDVID_MAX_VOXELS
+    max_workers: int = 4
+
+    #: Trailing channel axis of the arrays (rgba8blk: 4), or ``()``.
+    channel_shape: ClassVar[tuple[int, ...]] = ()
+
+    #: Keyword options that numpy slicing passes to :meth:`read` / :meth:`write`.
+    _slice_options: dict[str, Any]
+
+    def __init__(self, node: Any, name: str) -> None:
+        super().__init__(node, name)
+        self._slice_options = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["slice_options"] = dict(self._slice_options)
+        state["limits"] = {k: v for k, v in vars(self).items() if k in ("max_request_voxels", "max_workers")}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._slice_options = dict(state.get("slice_options", {}))
+        for key, value in state.get("limits", {}).items():
+            setattr(self, key, value)
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def dtype(self) -> np.dtype:
+        """numpy dtype of one voxel (of one channel, for rgba8blk)."""
+        values = self.info["Extended"]["Values"]
+        name = values[0]["DataType"]
+        try:
+            return np.dtype(_DVID_DTYPES[name])
+        except KeyError:
+            raise DvidInputError(f"instance {self.name!r} stores {name!r} voxels, which dvid_store cannot map to numpy") from None
+
+    @property
+    def block_shape(self) -> ZYX:
+        """DVID block size in voxels, ``(z, y, x)``."""
+        x, y, z = self.info["Extended"]["BlockSize"]
+        return int(z), int(y), int(x)
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        """Physical size of one voxel, ``(z, y, x)``, in :attr:`voxel_units`."""
+        x, y, z = self.info["Extended"]["VoxelSize"]
+        return float(z), float(y), float(x)
+
+    @property
+    def voxel_units(self) -> tuple[str, str, str]:
+        """Units of :attr:`voxel_size`, ``(z, y, x)`` (e.g. ``"nanometers"``)."""
+        x, y, z = self.info["Extended"]["VoxelUnits"]
+        return str(z), str(y), str(x)
+
+    @property
+    def extents(self) -> Box | None:
+        """The stored bounding box of this version: a half-open ``(z, y, x)`` box in voxels.
+
+        ``None`` until something has been written. DVID keeps it per version,
+        grows it on every ``/raw`` write and never shrinks it. Asked from the
+        server on every access (other clients may write).
+        """
+        self.refresh()
+        info = self.info
+        extents = info.get("Extents") or {}
+        lo = extents.get("MinPoint", info["Extended"].get("MinPoint"))
+        hi = extents.get("MaxPoint", info["Extended"].get("MaxPoint"))
+        if not lo or not hi:
+            return None
+        start = (int(lo[2]), int(lo[1]), int(lo[0]))
+        stop = (int(hi[2]) + 1, int(hi[1]) + 1, int(hi[0]) + 1)
+        return start, stop
+
+    def bounding_box(self) -> Box | None:
+        """The stored bounding box (pydvid's "extents"); same as :attr:`extents`."""
+        return self.extents
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """Shape of the stored bounding box, ``(z, y, x)`` (plus channels); ``None`` if empty."""
+        box = self.extents
+        return None if box is None else box_shape(box) + self.channel_shape
+
+    @property
+    def ndim(self) -> int:
+        """3, or 4 with a trailing channel axis."""
+        return 3 + len(self.channel_shape)
+
+    def set_extents(self, box: Box | Sequence[Sequence[int]]) -> None:
+        """Overwrite this version's stored bounding box (``POST /extents``).
+
+        Parameters
+        ----------
+        box : ((z0, y0, x0), (z1, y1, x1))
+            Half-open box in voxels.
+        """
+        start, stop = as_box(box)
+        self.require_writable("setting the extents")
+        payload = {"MinPoint": list(reversed(start)), "MaxPoint": [c - 1 for c in reversed(stop)]}
+        self.transport.post_json(self.path("extents"), payload)
+        self.refresh()
+
+    def set_voxel_size(self, voxel_size: Sequence[float]) -> None:
+        """Set the physical voxel size, ``(z, y, x)``, for the whole instance (``POST /resolution``)."""
+        z, y, x = (float(v) for v in voxel_size)
+        self.require_writable("setting the voxel size")
+        self.transport.post_json(self.path("resolution"), [x, y, z])
+        self.refresh()
+
+    # ------------------------------------------------------------ reads, writes
+    def read(self, box: Box | Sequence[Sequence[int]], **options: Any) -> np.ndarray:
+        """Read a box ``((z0, y0, x0), (z1, y1, x1))`` as a numpy array; see the subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} does not define read()")
+
+    def write(self, array: Any, offset: Sequence[int], **options: Any) -> None:
+        """Write a block-aligned array at ``offset`` (z, y, x); see the subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} does not define write()")
+
+    # ------------------------------------------------------------ numpy slicing
+    def with_options(self, **options: Any) -> VolumeInstance:
+        """A copy whose numpy slicing passes ``options`` to :meth:`read` / :meth:`write`.
+
+        Examples
+        --------
+        >>> seg.with_options(scale=1, supervoxels=True)[0:32, 0:32, 0:32]   # doctest: +SKIP
+        """
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(self.__getstate__())
+        clone._slice_options = {**self._slice_options, **options}
+        return clone
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        start, stop, dropped, channel = self._resolve_key(key, self._slice_options)
+        shape = tuple(max(0, b - a) for a, b in zip(start, stop))
+        if all(shape):
+            data = self.read((start, stop), **self._slice_options)
+        else:  # an empty selection, as numpy allows
+            data = np.zeros(shape + self.channel_shape, dtype=self.dtype)
+        data = data.reshape(_kept(shape, dropped) + self.channel_shape)
+        if channel is not None:
+            data = data[(Ellipsis, channel)]
+        return data
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        start, stop, dropped, channel = self._resolve_key(key, self._slice_options)
+        if channel is not None and channel != slice(None):
+            raise DvidInputError("writes cover all channels: index the channel axis with ':' (or not at all)")
+        shape = tuple(max(0, b - a) for a, b in zip(start, stop))
+        kept = _kept(shape, dropped) + self.channel_shape
+        array = np.asarray(value)
+        while array.ndim > len(kept) and array.shape[0] == 1:
+            array = array[0]  # numpy drops leading unit axes of the value too
+        try:
+            array = np.broadcast_to(array, kept).reshape(shape + self.channel_shape)
+        except ValueError:
+            raise DvidInputError(
+                f"cannot place an array of shape {np.shape(value)} into a selection of shape {kept}"
+            ) from None
+        if all(shape):
+            self.write(array, start, **self._slice_options)
+
+    def _resolve_key(self, key: Any, options: Mapping[str, Any]) -> tuple[ZYX, ZYX, frozenset[int], Any]:
+        """A numpy-style key as (start, stop) in DVID coordinates, integer-indexed axes, channel key.
+
+        The box may be empty (stop <= start on some axis).
+        """
+        items = list(key) if isinstance(key, tuple) else [key]
+        if any(k is None for k in items):
+            raise DvidInputError(
+                "np.newaxis / None is not supported when indexing a DVID volume; add axes to the result instead"
+            )
+        ndim = self.ndim
+        n_ellipsis = sum(k is Ellipsis for k in items)
+        if n_ellipsis > 1:
+            raise DvidInputError("an index can only have a single ellipsis ('...')")
+        if n_ellipsis:
+            at = next(i for i, k in enumerate(items) if k is Ellipsis)
+            items[at : at + 1] = [slice(None)] * max(ndim - (len(items) - 1), 0)
+        if len(items) > ndim:
+            axes = "(z, y, x, channel)" if self.channel_shape else "(z, y, x)"
+            raise DvidInputError(f"too many indices for a {ndim}-D DVID volume {axes}: got {len(items)}")
+        items += [slice(None)] * (ndim - len(items))
+        channel = items[3] if self.channel_shape else None
+
+        bounds: list[tuple[int | None, int | None]] = []
+        dropped: set[int] = set()
+        for axis, item in enumerate(items[:3]):
+            if isinstance(item, slice):
+                if item.step not in (None, 1):
+                    raise DvidInputError(
+                        f"slice steps are not supported (axis {'zyx'[axis]} has step {item.step}); "
+                        "read the box and step through the result, e.g. vol[0:64, 0:64, 0:64][::2]"
+                    )
+                bounds.append((_as_coordinate(item.start, axis), _as_coordinate(item.stop, axis)))
+            else:
+                index = _as_coordinate(item, axis, plane=True)
+                bounds.append((index, None if index is None else index + 1))
+                dropped.add(axis)
+        if any(a is None or b is None for a, b in bounds):
+            ext = self._extents_for(options)
+            if ext is None:
+                raise DvidInputError(
+                    f"instance {self.name!r} has no stored bounding box yet, so open slice bounds "
+                    "(':', 'a:' or ':b') cannot be resolved; give explicit coordinates"
+                )
+            bounds = [
+                (ext[0][axis] if a is None else a, ext[1][axis] if b is None else b)
+                for axis, (a, b) in enumerate(bounds)
+            ]
+        start = tuple(int(a) for a, _ in bounds)  # type: ignore[arg-type]
+        stop = tuple(int(b) for _, b in bounds)  # type: ignore[arg-type]
+        return start, stop, frozenset(dropped), channel  # type: ignore[return-value]
+
+    def _extents_for(self, options: Mapping[str, Any]) -> Box | None:
+        """The stored bounding box in the voxel grid that ``options`` select (scale 0 here)."""
+        return self.extents
+
+    # ------------------------------------------------------------------ engine
+    def _part_voxels(self, itemsize: int, compressed: bool) -> int:
+        limit = min(int(self.max_request_voxels), DVID_MAX_REQUEST_BYTES // itemsize)
+        if compressed:
+            limit = min(limit, LZ4_MAX_BYTES // itemsize)
+        return max(limit, 1)
+
+    @property
+    def _voxel_bytes(self) -> int:
+        return self.dtype.itemsize * max(1, math.prod(self.channel_shape))
+
+    def _read_volume(
+        self,
+        box: Box,
+        params: Mapping[str, Any],
+        *,
+        grid: Sequence[int],
+        compressed: bool = False,
+        sequential: bool = False,
+        read_part: Callable[[Box, np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """Read ``box`` into a new array, in parts of at most :attr:`max_request_voxels`.
+
+        ``read_part(part, dest)`` fills ``dest`` (the part's view of the output);
+        by default it is ``GET /raw`` with ``params``.
+        """
+        out = np.zeros(box_shape(box) + self.channel_shape, dtype=self.dtype)
+        reader = read_part or (lambda part, dest: self._get_raw(part, dest, params, compressed=compressed))
+        parts = list(split_box(box, self._part_voxels(self._voxel_bytes, compressed), grid))
+        tasks = [(part, out[_slices(part, box)]) for part in parts]
+        _run_parts(tasks, reader, 1 if sequential else self.max_workers, writing=False)
+        return out
+
+    def _get_raw(self, part: Box, dest: np.ndarray, params: Mapping[str, Any], *, compressed: bool) -> None:
+        """``GET /raw/0_1_2/<size>/<offset>`` of ``part`` into ``dest``."""
+        path = self._raw_path(part)
+        response = self.transport.request("GET", path, params=params, stream=not compressed)
+        if compressed:
+            raw = response.content
+            try:
+                data = lz4.block.decompress(raw, uncompressed_size=dest.nbytes)
+            except lz4.block.LZ4BlockError as exc:
+                raise ServerError("GET", response.url, response.status_code, f"bad LZ4 body ({exc})") from None
+            if len(data) != dest.nbytes:
+                raise ServerError(
+                    "GET", response.url, response.status_code,
+                    f"LZ4 body decompressed to {len(data)} bytes, expected {dest.nbytes}",
+                )
+            dest[...] = np.frombuffer(data, dtype=self.dtype).reshape(dest.shape)
+            return
+        stream_into(response, dest)
+
+    def _raw_path(self, part: Box) -> str:
+        return self.path("raw", "0_1_2", xyz_string(box_shape(part)), xyz_string(part[0]))
+
+    def _write_volume(
+        self,
+        array: np.ndarray,
+        box: Box,
+        params: Mapping[str, Any],
+        *,
+        compressed: bool = False,
+        idempotent: bool = True,
+        sequential: bool = False,
+        write_part: Callable[[Box, np.ndarray], None] | None = None,
+    ) -> None:
+        """Send ``array`` (covering the aligned ``box``) in block-aligned parts."""
+        writer = write_part or (
+            lambda part, data: self._post_raw(part, data, params, compressed=compressed, idempotent=idempotent)
+        )
+        parts = list(split_box(box, self._part_voxels(self._voxel_bytes, compressed), self.block_shape))
+        tasks = [(part, array[_slices(part, box)]) for part in parts]
+        _run_parts(tasks, writer, 1 if sequential else self.max_workers, writing=True)
+
+    def _post_raw(
+        self, part: Box, data: np.ndarray, params: Mapping[str, Any], *, compressed: bool, idempotent: bool
+    ) -> None:
+        """``POST /raw/0_1_2/<size>/<offset>`` of one part."""
+        contiguous = np.ascontiguousarray(data)
+        body: bytes | memoryview = memoryview(contiguous.reshape(-1).view(np.uint8))
+        if compressed:
+            body = lz4.block.compress(body, store_size=False)
+        post_retrying_busy(self.transport, self._raw_path(part), body, params, idempotent=idempotent)
+
+    def _check_write(self, array: Any, offset: Sequence[int], dtype: np.dtype | None = None) -> tuple[np.ndarray, Box]:
+        """Validate a write before anything is sent; return the array and its box."""
+        arr = coerce_array(array, dtype or self.dtype, self.name, self.ndim, self.channel_shape)
+        start = as_zyx(offset, "offset")
+        box: Box = (start, tuple(s + n for s, n in zip(start, arr.shape[:3])))  # type: ignore[assignment]
+        block = self.block_shape
+        if not is_aligned(box, block):
+            enclosing = aligned_box(box, block)
+            raise DvidInputError(
+                f"DVID only accepts block-aligned writes: the box {box[0]}–{box[1]} (z, y, x) of "
+                f"instance {self.name!r} is not aligned to its {block} blocks. The enclosing aligned "
+                f"box is {enclosing[0]}–{enclosing[1]}: read it, change your part, and write it back"
+            )
+        return arr, box
+
+
+# ---------------------------------------------------------------------- helpers
+def _kept(shape: tuple[int, ...], dropped: frozenset[int]) -> tuple[int, ...]:
+    return tuple(n for axis, n in enumerate(shape) if axis not in dropped)
+
+
+def _as_coordinate(value: Any, axis: int, plane: bool = False) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise DvidInputError("boolean indices are not supported for DVID volumes")
+    try:
+        return operator.index(value)
+    except TypeError:
+        what = "an index" if plane else "a slice bound"
+        raise DvidInputError(
+            f"{what} along {'zyx'[axis]} must be an integer (an absolute DVID coordinate), got {value!r}; "
+            "array ('fancy') and float indices are not supported"
+        ) from None
+
+
+def _slices(part: Box, whole: Box) -> tuple[slice, slice, slice]:
+    return tuple(slice(a - o, b - o) for a, b, o in zip(part[0], part[1], whole[0]))  # type: ignore[return-value]
+
+
+def coerce_array(
+    array: Any, dtype: np.dtype, name: str, ndim: int = 3, channel_shape: tuple[int, ...] = ()
+) -> np.ndarray:
+    """Check (and losslessly convert) an array to be written to an instance storing ``dtype``.
+
+    Accepted: the same dtype; a dtype that numpy casts *safely* to it; integers
+    into a wider-or-equal integer type when every value fits. Floats are never
+    cast into integers, and nothing is rounded or wrapped silently.
+    """
+    arr = np.asarray(array)
+    if arr.ndim != ndim or arr.shape[3:] != channel_shape:
+        want = "(z, y, x" + "".join(f", {c}" for c in channel_shape) + ")"
+        raise DvidInputError(f"instance {name!r} takes {ndim}-D arrays shaped {want}, got shape {arr.shape}")
+    if arr.dtype == dtype:
+        return arr
+    if np.can_cast(arr.dtype, dtype, casting="safe"):
+        return arr.astype(dtype)
+    if np.issubdtype(arr.dtype, np.integer) and np.issubdtype(dtype, np.integer) and arr.size:
+        info = np.iinfo(dtype)
+        lo, hi = int(arr.min()), int(arr.max())
+        if info.min <= lo and hi <= info.max:
+            return arr.astype(dtype)
+        raise DvidInputError(
+            f"instance {name!r} stores {dtype} voxels; the {arr.dtype} array holds values "
+            f"{lo}..{hi}, outside {dtype}'s range {info.min}..{info.max}"
+        )
+    raise DvidInputError(
+        f"instance {name!r} stores {dtype} voxels but the array is {arr.dtype}; dvid_store does not cast "
+        f"it silently (that could round or wrap values): convert it yourself, e.g. array.astype(np.{dtype})"
+    )
+
+
+def stream_into(response: requests.Response, dest: np.ndarray) -> None:
+    """Copy a streamed response body into ``dest`` (any layout), checking its length."""
+    target = dest if dest.flags.c_contiguous else np.empty(dest.shape, dtype=dest.dtype)
+    buf = target.reshape(-1).view(np.uint8)
+    expected = buf.size
+    pos = 0
+    try:
+        for chunk in response.iter_content(_STREAM_CHUNK):
+            end = pos + len(chunk)
+            if end > expected:
+                raise ServerError(
+                    "GET", response.url, response.status_code,
+                    f"body is longer than the {expected} bytes the request geometry implies",
+                )
+            buf[pos:end] = np.frombuffer(chunk, dtype=np.uint8)
+            pos = end
+    finally:
+        response.close()
+    if pos != expected:
+        raise ServerError(
+            "GET", response.url, response.status_code,
+            f"body ended after {pos} of the {expected} bytes the request geometry implies",
+        )
+    if target is not dest:
+        dest[...] = target
+
+
+def post_retrying_busy(
+    transport: Any,
+    path: str,
+    body: bytes | memoryview,
+    params: Mapping[str, Any],
+    *,
+    idempotent: bool,
+) -> requests.Response:
+    """POST ``body``; a 503 (DVID's "too many throttled operations" or "unavailable") is retried.
+
+    DVID answers 503 before it reads the body, so even a non-idempotent POST may be
+    sent again; the transport's retry policy bounds the waiting.
+    """
+    policy = transport.retry
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            return transport.request("POST", path, params=params, data=body, idempotent=idempotent)
+        except ServerBusyError as exc:
+            attempt += 1
+            late = time.monotonic() - started >= policy.total_seconds or attempt >= policy.max_attempts
+            if exc.status != 503 or late:
+                raise
+            time.sleep(policy.delay(attempt))  # back-off before asking the busy server again
+
+
+def _run_parts(
+    tasks: list[tuple[Box, np.ndarray]],
+    work: Callable[[Box, np.ndarray], None],
+    workers: int,
+    *,
+    writing: bool,
+) -> None:
+    """Run ``work(part, array)`` for every part, in parallel threads when there are several.
+
+    The first failure stops the parts that have not started; for writes, the
+    error lists which parts were written, so nothing is half-written silently.
+    """
+    if len(tasks) == 1 or workers <= 1:
+        done: list[Box] = []
+        for part, array in tasks:
+            try:
+                work(part, array)
+            except BaseException as exc:
+                _annotate(exc, writing, done, [p for p, _ in tasks])
+                raise
+            done.append(part)
+        return
+    stop = threading.Event()
+    finished: list[Box] = []
+
+    def run(part: Box, array: np.ndarray) -> None:
+        if stop.is_set():
+            return
+        try:
+            work(part, array)
+        except BaseException:
+            stop.set()
+            raise
+        finished.append(part)
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="dvid-part") as pool:
+        futures = [pool.submit(run, part, array) for part, array in tasks]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        stop.set()
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        first = errors[0]
+        _annotate(first, writing, finished, [p for p, _ in tasks])
+        raise first
+
+
+def _annotate(exc: BaseException, writing: bool, done: Iterable[Box], parts: list[Box]) -> None:
+    if len(parts) <= 1:
+        return
+    done = list(done)
+    if writing:
+        exc.add_note(
+            f"the write was split into {len(parts)} block-aligned parts; {len(done)} of them were stored "
+            f"before this error: {done or 'none'}. The others were not written."
+        )
+    else:
+        exc.add_note(f"while reading one of {len(parts)} parts of a split request")
