@@ -39,7 +39,8 @@ def handmade_png(width: int, height: int, depth: int, color: int, rows: np.ndarr
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     scanlines = b"".join(b"\x00" + row.tobytes() for row in rows)
-    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace))]
+    header = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace)
+    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header)]
     if plte is not None:
         parts.append(chunk(b"PLTE", plte.astype(np.uint8).tobytes()))
     if trns is not None:
@@ -51,10 +52,14 @@ def handmade_png(width: int, height: int, depth: int, color: int, rows: np.ndarr
 @pytest.fixture
 def tiles(dvid_node: Node) -> Tiles:
     t = Tiles.create(dvid_node, "tiles")
-    # Scale 0 and 1 with different tile sizes, to tell the axes apart.
+    # Tile sizes differ per axis and between scales 0 and 1, so a mixed-up axis shows.
     t.set_metadata(
         TileMetadata(
-            {0: TileLevel((40, 8, 8), (4, 8, 16)), 1: TileLevel((80, 16, 16), (6, 10, 12)), 2: TileLevel((160, 32, 32), (6, 10, 12))},
+            {
+                0: TileLevel((40, 8, 8), (4, 8, 16)),
+                1: TileLevel((80, 16, 16), (6, 10, 12)),
+                2: TileLevel((160, 32, 32), (6, 10, 12)),
+            },
             min_tile_coord=(0, 0, 0),
             max_tile_coord=(9, 9, 9),
         )
@@ -332,3 +337,11 @@ def test_jpeg_tiles(dvid_node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
         assert not jpg_tiles.tile("xy", 0, (0, 0, 9)).any()
     with pytest.raises(DvidInputError, match="neither PNG nor JPEG"):
         decode_tile(b"GIF89a")
+
+
+def test_tiles_pickle_as_configuration(tiles: Tiles) -> None:
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(tiles))
+    assert copy == tiles and copy._metadata is None  # the tiling is fetched again, not carried
+    assert copy.metadata == tiles.metadata

@@ -237,7 +237,8 @@ def encode_png(image: np.ndarray, *, filters: int | Sequence[int] | np.ndarray =
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise DvidInputError(
-            f"PNG images are (height, width) or (height, width, 2|3|4) with height, width >= 1; got shape {np.asarray(image).shape}"
+            "PNG images are (height, width) or (height, width, 2|3|4) with height, width >= 1; "
+            f"got shape {np.asarray(image).shape}"
         )
     height, width, channels = arr.shape
     color = {1: 0, 2: 4, 3: 2, 4: 6}[channels]

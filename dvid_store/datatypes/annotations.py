@@ -254,7 +254,9 @@ def _checked(elem: object, index: int) -> dict[str, Any]:
         raise DvidInputError(f"{where} must be a dict like {{'Pos': [x, y, z], 'Kind': 'Note'}}, got {elem!r}")
     unknown = set(elem) - {"Pos", "Kind", "Tags", "Prop", "Rels"}
     if unknown:
-        raise DvidInputError(f"{where} has unknown fields {sorted(unknown)}; DVID elements have Pos, Kind, Tags, Prop, Rels")
+        raise DvidInputError(
+            f"{where} has unknown fields {sorted(unknown)}; DVID elements have Pos, Kind, Tags, Prop, Rels"
+        )
     if "Pos" not in elem:
         raise DvidInputError(f"{where} has no 'Pos' ([x, y, z]; element() builds one from (z, y, x))")
     out: dict[str, Any] = {"Pos": _int3(elem["Pos"], f"{where} 'Pos'")}
@@ -275,7 +277,8 @@ def _checked(elem: object, index: int) -> dict[str, Any]:
     for j, rel in enumerate(rels):
         if not isinstance(rel, Mapping) or rel.get("Rel") not in RELATIONS or "To" not in rel:
             raise DvidInputError(
-                f"{where} relationship {j} must be {{'Rel': one of {', '.join(RELATIONS)}, 'To': [x, y, z]}}, got {rel!r}"
+                f"{where} relationship {j} must be {{'Rel': one of {', '.join(RELATIONS)}, "
+                f"'To': [x, y, z]}}, got {rel!r}"
             )
         checked_rels.append({"Rel": rel["Rel"], "To": _int3(rel["To"], f"{where} relationship {j} 'To'")})
     out["Rels"] = checked_rels

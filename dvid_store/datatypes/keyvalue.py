@@ -2,13 +2,13 @@
 
 libdvid equivalents (``DVIDNodeService`` → here, with ``kv = node.keyvalue(name)``):
 
-=====================================  ==========================================
-``create_keyvalue(name)``              ``KeyValue.create(node, name)``
-``put(name, key, value)``              ``kv.put(key, value)``
-``get(name, key)``                     ``kv.get(key)``
-``get_json(name, key)``                ``kv.get_json(key)``
-``get_keys(name)``                     ``kv.get_keys()`` (same as ``kv.keys()``)
-=====================================  ==========================================
+| libdvid | dvid_store |
+| --- | --- |
+| ``create_keyvalue(name)`` | ``KeyValue.create(node, name)`` |
+| ``put(name, key, value)`` | ``kv.put(key, value)`` |
+| ``get(name, key)`` | ``kv.get(key)`` |
+| ``get_json(name, key)`` | ``kv.get_json(key)`` |
+| ``get_keys(name)`` | ``kv.get_keys()`` (same as ``kv.keys()``) |
 
 Keys
 ----

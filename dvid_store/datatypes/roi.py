@@ -7,14 +7,14 @@ points.
 
 libdvid equivalents (``DVIDNodeService`` → here, with ``roi = node.roi(name)``):
 
-=========================================  ==============================================
-``create_roi(name)``                       ``Roi.create(node, name)``
-``get_roi(name)``                          ``roi.blocks()`` (N×3 array, same z, y, x order)
-``post_roi(name, blocks_zyx)``             ``roi.post_blocks(blocks_zyx)``
-``get_roi_partition(name, size)``          ``roi.partition(size)``
-``roi_ptquery(name, points_zyx)``          ``roi.contains(points_zyx)``
-``get_roi3D(name, dims_zyx, offset_zyx)``  ``roi.mask(((z0, y0, x0), (z1, y1, x1)))``
-=========================================  ==============================================
+| libdvid | dvid_store |
+| --- | --- |
+| ``create_roi(name)`` | ``Roi.create(node, name)`` |
+| ``get_roi(name)`` | ``roi.blocks()`` (N×3 array, same z, y, x order) |
+| ``post_roi(name, blocks_zyx)`` | ``roi.post_blocks(blocks_zyx)`` |
+| ``get_roi_partition(name, size)`` | ``roi.partition(size)`` |
+| ``roi_ptquery(name, points_zyx)`` | ``roi.contains(points_zyx)`` |
+| ``get_roi3D(name, dims_zyx, offset_zyx)`` | ``roi.mask(((z0, y0, x0), (z1, y1, x1)))`` |
 
 What the v1.0.0 server really does (checked against it by the tests)
 -------------------------------------------------------------------
@@ -178,10 +178,8 @@ class Roi(Instance):
             )
         answer = self.transport.get_json(self.path("partition"), params={"batchsize": int(partition_size)})
         size = int(partition_size) * block[0]
-        substacks = sorted(
-            {Substack(size, int(s["MinPoint"][2]), int(s["MinPoint"][1]), int(s["MinPoint"][0])) for s in answer.get("Subvolumes") or []},
-            key=lambda s: (s.z, s.y, s.x),
-        )
+        corners = {tuple(int(v) for v in s["MinPoint"][::-1]) for s in answer.get("Subvolumes") or []}
+        substacks = [Substack(size, *corner) for corner in sorted(corners)]
         total, active = int(answer["NumTotalBlocks"]), int(answer["NumActiveBlocks"])
         return substacks, (active / total if total else math.nan)
 

@@ -7,13 +7,11 @@ full resolution, each step halves it) and a (z, y, x) coordinate in which the tw
 in-plane axes are **tile indices** and the third is the **slice, in full-resolution
 voxels**:
 
-======  =========================================  ===========================
-plane   ``coord`` (z, y, x)                        decoded array axes
-======  =========================================  ===========================
-xy      (z voxel slice, y tile, x tile)            (y, x): TileSize y × x
-xz      (z tile, y voxel slice, x tile)            (z, x): TileSize z × x
-yz      (z tile, y tile, x voxel slice)            (z, y): TileSize z × y
-======  =========================================  ===========================
+| plane | ``coord`` (z, y, x) | decoded array axes |
+| --- | --- | --- |
+| xy | (z voxel slice, y tile, x tile) | (y, x): TileSize y × x |
+| xz | (z tile, y voxel slice, x tile) | (z, x): TileSize z × x |
+| yz | (z tile, y tile, x voxel slice) | (z, y): TileSize z × y |
 
 libdvid's ``get_tile_slice(instance, slice, scaling, tile_loc)`` takes the same
 numbers in DVID's (x, y, z) order: ``coord == tuple(reversed(tile_loc))``.
@@ -44,7 +42,7 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -52,6 +50,9 @@ from ..codecs.png import decode_png, encode_png, is_png
 from ..errors import BadRequestError, DvidInputError, NotFoundError, UnsupportedError
 from ..geometry import as_zyx, xyz_string
 from .base import Instance
+
+if TYPE_CHECKING:
+    from ..node import Node
 
 __all__ = ["PLANES", "TileLevel", "TileMetadata", "Tiles", "decode_tile"]
 
@@ -176,7 +177,8 @@ class TileMetadata:
             int(s): TileLevel(tuple(spec["Resolution"][::-1]), tuple(spec["TileSize"][::-1]))
             for s, spec in data["Levels"].items()
         }
-        return cls(levels, tuple(data["MinTileCoord"][::-1]), tuple(data["MaxTileCoord"][::-1]))  # type: ignore[arg-type]
+        low, high = as_zyx(data["MinTileCoord"][::-1]), as_zyx(data["MaxTileCoord"][::-1])
+        return cls(levels, low, high)
 
 
 class Tiles(Instance):
@@ -197,7 +199,7 @@ class Tiles(Instance):
     typenames: ClassVar[tuple[str, ...]] = ("imagetile",)
     default_typename: ClassVar[str] = "imagetile"
 
-    def __init__(self, node: Any, name: str) -> None:
+    def __init__(self, node: Node, name: str) -> None:
         super().__init__(node, name)
         self._metadata: TileMetadata | None = None
 
@@ -407,7 +409,9 @@ def _reversed3(tile_loc: Sequence[int]) -> tuple[int, int, int]:
 
 def _encode_tile(image: np.ndarray, fmt: str, expected: tuple[int, int]) -> bytes:
     if image.shape[:2] != expected or image.ndim not in (2, 3):
-        raise DvidInputError(f"tile array has shape {image.shape}; this plane and scale need {expected} (rows, columns)")
+        raise DvidInputError(
+            f"tile array has shape {image.shape}; this plane and scale need {expected} (rows, columns)"
+        )
     if fmt == "png":
         return encode_png(image)
     if image.dtype != np.uint8:
@@ -424,7 +428,8 @@ def _check_encoded(body: bytes, fmt: str, expected: tuple[int, int]) -> None:
         width, height = struct.unpack(">II", body[16:24])
         if (height, width) != expected:
             raise DvidInputError(
-                f"PNG tile is {height}×{width} (rows × columns); this plane and scale need {expected[0]}×{expected[1]}"
+                f"PNG tile is {height}×{width} (rows × columns); "
+                f"this plane and scale need {expected[0]}×{expected[1]}"
             )
     elif not body.startswith(_JPEG_MAGIC):
         raise DvidInputError("this imagetile stores JPEG tiles, but the data is not a JPEG image")
