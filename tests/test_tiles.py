@@ -345,3 +345,31 @@ def test_tiles_pickle_as_configuration(tiles: Tiles) -> None:
     copy = pickle.loads(pickle.dumps(tiles))
     assert copy == tiles and copy._metadata is None  # the tiling is fetched again, not carried
     assert copy.metadata == tiles.metadata
+
+
+def test_stitched_images_come_from_the_tiles(dvid_node: Node) -> None:
+    dvid_node.create_instance("uint8blk", "gray")  # DVID needs a source to stitch
+    stitched = Tiles.create(dvid_node, "stitched", source="gray")
+    assert stitched.source == "gray"
+    stitched.set_metadata(TileMetadata.pyramid(16, 8))
+    rng = np.random.default_rng(8)
+    cases = {"xy": ((5, 3, 7), (6, 29, 30)), "xz": ((3, 4, 7), (29, 5, 30)), "yz": ((3, 7, 9), (29, 30, 10))}
+    for plane, box in cases.items():
+        mosaic = rng.integers(0, 256, size=(32, 32), dtype=np.uint8)  # 2 × 2 tiles
+        rows, cols = {"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}[plane]
+        across = 3 - rows - cols
+        for r in range(2):
+            for c in range(2):
+                coord = [0, 0, 0]
+                coord[rows], coord[cols], coord[across] = r, c, box[0][across]
+                stitched.post_tile(plane, 0, coord, mosaic[16 * r : 16 * (r + 1), 16 * c : 16 * (c + 1)])
+        (start, stop) = box
+        expected = mosaic[start[rows] : stop[rows], start[cols] : stop[cols]]
+        assert np.array_equal(stitched.stitch(plane, box), expected)
+    with pytest.raises(DvidInputError, match="one voxel thick"):
+        stitched.stitch("xy", ((0, 0, 0), (2, 4, 4)))
+    with pytest.raises(DvidInputError, match="negative"):
+        stitched.stitch("xy", ((0, -1, 0), (1, 4, 4)))
+    plain = Tiles.create(dvid_node, "plain")
+    with pytest.raises(DvidInputError, match="source"):
+        plain.stitch("xy", ((0, 0, 0), (1, 4, 4)))

@@ -28,6 +28,8 @@ What the v1.0.0 server really does (checked against it by the tests)
   so the client refuses negative coordinates.
 * Every tile ``GET`` fails (400) until the metadata is set.
 * New instances are versioned, although the help text says the default is not.
+* Stitching arbitrary rectangles (``GET /raw``, :meth:`Tiles.stitch`) uses the
+  scale-0 tiles but fails unless the instance was created with a ``source``.
 * A ``lz4``-format instance expects tiles in DVID's internal serialized image
   format, which no client can produce; posting to it raises :class:`UnsupportedError`.
 
@@ -48,7 +50,7 @@ import numpy as np
 
 from ..codecs.png import decode_png, encode_png, is_png
 from ..errors import BadRequestError, DvidInputError, NotFoundError, UnsupportedError
-from ..geometry import as_zyx, xyz_string
+from ..geometry import as_box, as_zyx, xyz_string
 from .base import Instance
 
 if TYPE_CHECKING:
@@ -326,6 +328,46 @@ class Tiles(Instance):
             raise DvidInputError(f"a tile is encoded bytes or a numpy array, got {type(data).__name__}")
         self.require_writable("posting a tile")
         self.transport.request("POST", path, data=body, idempotent=True)
+
+    def stitch(self, plane: str, box: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+        """An arbitrary rectangle of one slice, stitched by DVID from the full-resolution tiles.
+
+        Uses ``GET /raw/<plane>/...``, which DVID serves only for instances created
+        with a ``source`` uint8blk instance (only its voxel size is used; the
+        pixels come from the scale-0 tiles). Missing tiles read as 0.
+
+        Parameters
+        ----------
+        plane : {"xy", "xz", "yz"}
+            Slice orientation.
+        box : ((z0, y0, x0), (z1, y1, x1))
+            Half-open voxel box, one voxel thick across the plane (e.g. ``z1 == z0 + 1``
+            for ``"xy"``), non-negative.
+
+        Returns
+        -------
+        numpy.ndarray
+            The decoded image, axes as in :meth:`tile` ((y, x) for ``"xy"``...).
+        """
+        name = _plane(plane)
+        start, stop = as_box(box)
+        rows, cols = PLANES[name]
+        across = 3 - rows - cols
+        if stop[across] - start[across] != 1:
+            raise DvidInputError(
+                f"a {name} image is one voxel thick along {'zyx'[across]}, but the box spans "
+                f"{start[across]}..{stop[across]}"
+            )
+        if min(start) < 0:
+            raise DvidInputError(f"box start {start} is negative: DVID v1.0.0 never reads tiles there")
+        if not self.source:
+            raise DvidInputError(
+                f"imagetile {self.name!r} has no source instance, which DVID needs to stitch images; "
+                "create it with source='<uint8blk name>'"
+            )
+        size = f"{stop[cols] - start[cols]}_{stop[rows] - start[rows]}"  # width_height
+        path = self.path("raw", name, size, xyz_string(start), "png")
+        return decode_png(self.transport.request("GET", path).content)
 
     # -------------------------------------------------------- libdvid names
     def get_tile_slice(self, slice: str, scaling: int, tile_loc: Sequence[int]) -> np.ndarray:
