@@ -20,11 +20,24 @@ from .errors import (
     UnknownNodeError,
     UnsupportedError,
 )
+from .datatypes.annotations import Annotations
+from .datatypes.graph import LabelGraph
+from .datatypes.keyvalue import KeyValue
+from .datatypes.roi import Roi, Substack
+from .datatypes.tiles import TileLevel, TileMetadata, Tiles
 from .node import Node
 from .repo import RepoInfo, VersionInfo
 from .transport import RetryPolicy
 
 __all__ = [
+    "Annotations",
+    "KeyValue",
+    "LabelGraph",
+    "Roi",
+    "Substack",
+    "TileLevel",
+    "TileMetadata",
+    "Tiles",
     "AuthError",
     "BadRequestError",
     "DvidClient",
