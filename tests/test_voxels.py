@@ -197,6 +197,12 @@ def test_roi_masks_reads_and_limits_writes(dvid_node) -> None:
     assert not stored[~inside].any()
     with pytest.raises(DvidInputError, match="ROI"):
         vol.read(((0, 0, 0), (8, 8, 8)), roi="roi", compress=True)
+    # DVID reads roi block coordinates in the volume's own blocks: other sizes are refused
+    dvid_node.create_instance("roi", "roi16", block_size=(16, 16, 16))
+    with pytest.raises(DvidInputError, match="block size"):
+        vol.read(((0, 0, 0), (64, 64, 64)), roi="roi16")
+    with pytest.raises(DvidInputError, match="block size"):
+        other.write(data, (0, 0, 0), roi="roi16")
 
 
 def test_throttle_option(dvid_node) -> None:

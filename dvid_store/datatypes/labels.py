@@ -26,6 +26,11 @@ DVID v1.0.0 behaviours this module works around (checked against the server):
   negative block coordinates; such writes are refused before sending.
 * ``/sparsevol`` bounds with a negative minimum select the wrong blocks (the
   body is then "not found"); negative minimum bounds are applied here instead.
+* labelmap and labelarray ``GET /sparsevol`` **crash the whole server** (an
+  unrecovered panic in DVID's run-length writer) when a block holding the
+  label has a mixed sub-block at negative coordinates. For labels whose
+  indexed blocks reach below 0 the sparse volume is therefore built here, by
+  reading those blocks (found with ``/sparsevol-coarse``) through ``/raw``.
 * labelmap ``POST /raw`` indexes labels *after* it answers: sizes, sparse
   volumes, merges etc. see the new voxels a moment later
   (:meth:`Labelmap.wait_for_sizes` waits for a known state).
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -49,6 +55,7 @@ from .sparsevol import (
     decode_rles,
     encode_rles,
     runs_bounding_box,
+    runs_from_coords,
     runs_from_mask,
     runs_to_coords,
     runs_to_mask,
@@ -125,6 +132,8 @@ class _SparseVolumes:
 
     _has_scales: ClassVar[bool] = False
     _has_supervoxels: ClassVar[bool] = False
+    #: DVID's run-length writer for this type crashes on negative coordinates.
+    _rles_fail_below_zero: ClassVar[bool] = False
 
     # provided by Instance
     name: str
@@ -170,6 +179,12 @@ class _SparseVolumes:
     ) -> np.ndarray:
         label = _label_id(label)
         params = self._label_params(scale, supervoxels)
+        if self._rles_fail_below_zero:
+            blocks = self._index_block_box(label, supervoxels)
+            if blocks is None:
+                return np.zeros((0, 4), dtype=np.int32)
+            if min(blocks[0]) < 0:
+                return self._runs_by_reading(label, box, scale, supervoxels)
         if box is not None:
             (z0, y0, x0), (z1, y1, x1) = box
             # DVID's bounds are inclusive; its block screening truncates negative
@@ -186,8 +201,61 @@ class _SparseVolumes:
         runs = decode_rles(response.content)
         if box is not None:
             runs = clip_runs(runs, box)
-        # DVID sends runs block by block; give them in (z, y, x) order.
-        return runs[np.lexsort((runs[:, 2], runs[:, 1], runs[:, 0]))]
+        return _sorted_runs(runs)
+
+    def _index_block_box(self, label: int, supervoxels: bool) -> Box | None:
+        """The label's box rounded out to blocks, from the label index (``/sparsevol-size``)."""
+        params = self._label_params(0, supervoxels)
+        response = self.transport.request(
+            "GET", self.path("sparsevol-size", str(label)), params=params, allow_status=(404,)
+        )
+        if response.status_code == 404:
+            return None
+        lo, hi = response.json()["minvoxel"], response.json()["maxvoxel"]
+        return (int(lo[2]), int(lo[1]), int(lo[0])), (int(hi[2]) + 1, int(hi[1]) + 1, int(hi[0]) + 1)
+
+    def _runs_by_reading(self, label: int, box: Box | None, scale: int, supervoxels: bool) -> np.ndarray:
+        """Runs of ``label`` found by reading the blocks that hold it.
+
+        DVID v1.0.0's run-length writer indexes sub-blocks with Go's truncating
+        ``%`` and crashes the *whole server* on a mixed sub-block at negative
+        coordinates, so labels reaching below 0 are never asked from ``/sparsevol``.
+        The blocks come from the label index (``/sparsevol-coarse``).
+        """
+        response = self.transport.request(
+            "GET", self.path("sparsevol-coarse", str(label)), params=self._label_params(0, supervoxels),
+            allow_status=(404,),
+        )
+        if response.status_code == 404 or not response.content:
+            return np.zeros((0, 4), dtype=np.int32)
+        blocks = runs_to_coords(decode_rles(response.content)).astype(np.int64)
+        if scale:
+            blocks = np.unique(blocks // 2**scale, axis=0)  # a scale-s block holds 2^s x 2^s x 2^s old ones
+        size = np.asarray(self.block_shape, dtype=np.int64)
+        boxes: list[Box] = []
+        for bz, by, bx, n in _sorted_runs(runs_from_coords(blocks)).tolist():
+            start = (bz * size[0], by * size[1], bx * size[2])
+            stop = ((bz + 1) * size[0], (by + 1) * size[1], (bx + n) * size[2])
+            if box is not None:
+                start = tuple(max(a, b) for a, b in zip(start, box[0]))
+                stop = tuple(min(a, b) for a, b in zip(stop, box[1]))
+                if any(b <= a for a, b in zip(start, stop)):
+                    continue
+            boxes.append((as_zyx(start), as_zyx(stop)))
+
+        def runs_in(part: Box) -> np.ndarray:
+            data = self.read(part, scale=scale, supervoxels=supervoxels)  # type: ignore[attr-defined]
+            return runs_from_mask(data == np.uint64(label), part[0])
+
+        if not boxes:
+            return np.zeros((0, 4), dtype=np.int32)
+        workers = min(len(boxes), int(getattr(self, "max_workers", 1)))
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dvid-sparsevol") as pool:
+                pieces = list(pool.map(runs_in, boxes))
+        else:
+            pieces = [runs_in(part) for part in boxes]
+        return _sorted_runs(np.concatenate(pieces).astype(np.int32))
 
     def sparsevol(
         self,
@@ -313,7 +381,9 @@ class _LabelVolume(VolumeInstance):
         supervoxels : bool
             Return supervoxel ids instead of body ids (labelmap only).
         roi : str, optional
-            Name of a roi instance: voxels outside it read as 0.
+            Name of a roi instance with this instance's block size: voxels outside
+            it read as 0 (DVID masks whole blocks of this instance; a roi with other
+            blocks is refused because DVID would mask the wrong voxels).
         throttle : bool
             Ask DVID to run this among its few throttled operations (a busy server
             answers 503 and the request is retried with back-off); the parts of a
@@ -328,6 +398,7 @@ class _LabelVolume(VolumeInstance):
         """
         box = as_box(box)
         params = self._label_params(scale, supervoxels)
+        self._check_roi(roi)
         if roi:
             params["roi"] = roi
         if throttle:
@@ -439,7 +510,7 @@ class _LabelVolume(VolumeInstance):
             updates its label index by difference instead of adding to it (without
             it, sizes and sparse volumes count the old voxels twice).
         roi : str, optional
-            Only blocks inside this roi instance are written.
+            Only blocks inside this roi instance (same block size) are written.
         throttle : bool
             See :meth:`read`.
         compress : bool
@@ -456,6 +527,7 @@ class _LabelVolume(VolumeInstance):
         arr, box = self._check_write(array, offset)
         self._check_write_box(box)
         self.require_writable("writing labels")
+        self._check_roi(roi)
         params: dict[str, Any] = {}
         if mutate:
             params["mutate"] = "true"
@@ -493,6 +565,7 @@ class Labelmap(_SparseVolumes, _LabelVolume):
     _has_scales = True
     _has_supervoxels = True
     _negative_points_need_raw = True
+    _rles_fail_below_zero = True
 
     @classmethod
     def create(  # type: ignore[override]
@@ -850,6 +923,7 @@ class Labelarray(_SparseVolumes, _LabelVolume):
     typenames: ClassVar[tuple[str, ...]] = ("labelarray",)
     default_typename: ClassVar[str] = "labelarray"
     _has_scales = True
+    _rles_fail_below_zero = True
 
     @classmethod
     def create(  # type: ignore[override]
@@ -901,12 +975,8 @@ class Labelarray(_SparseVolumes, _LabelVolume):
         return _max_label(self)
 
     def next_label(self) -> int:
-        """The next label :meth:`reserve_labels` would hand out (``GET /nextlabel``)."""
+        """The next free label (``GET /nextlabel``). DVID v1.0.0's labelarray cannot reserve labels."""
         return int(self.transport.get_json(self.path("nextlabel"))["nextlabel"])
-
-    def reserve_labels(self, count: int = 1) -> range:
-        """Reserve ``count`` new labels (``POST /nextlabel/<count>``); see :meth:`Labelmap.reserve_labels`."""
-        return _reserve_labels(self, count)
 
     def merge(self, target: int, others: Iterable[int]) -> None:
         """Merge bodies ``others`` into ``target`` (``POST /merge``); DVID relabels the voxels."""
@@ -1022,19 +1092,23 @@ class Labelblk(_LabelVolume):
 
 # ---------------------------------------------------------------------- helpers
 def _label_id(label: Any) -> int:
-    try:
-        value = int(label)
-    except (TypeError, ValueError):
-        raise DvidInputError(f"a label is a positive integer, got {label!r}") from None
-    if value != label or not 0 < value < 2**64:
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+        raise DvidInputError(f"a label is an integer from 1 to 2**64-1, got {label!r}")
+    value = int(label)
+    if not 0 < value < 2**64:
         raise DvidInputError(f"a label is an integer from 1 to 2**64-1 (0 is background), got {label!r}")
     return value
 
 
-def _label_list(labels: Iterable[int]) -> list[int]:
+def _label_list(labels: Iterable[int] | np.ndarray | int) -> list[int]:
     if isinstance(labels, (int, np.integer)):
-        labels = [labels]  # type: ignore[list-item]
-    return [_label_id(label) for label in np.asarray(list(labels)).ravel().tolist()]
+        return [_label_id(labels)]
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu":
+            raise DvidInputError(f"labels are integers, got an array of {labels.dtype}")
+        labels = labels.ravel().tolist()
+    # element by element: numpy would turn ids above 2**63 mixed with small ones into floats
+    return [_label_id(label) for label in labels]
 
 
 def _max_label(instance: Any) -> int:
@@ -1044,6 +1118,11 @@ def _max_label(instance: Any) -> int:
         if "no maximum label" in exc.message.lower():
             return 0
         raise
+
+
+def _sorted_runs(runs: np.ndarray) -> np.ndarray:
+    """Runs in (z, y, x) order (DVID sends them block by block)."""
+    return runs[np.lexsort((runs[:, 2], runs[:, 1], runs[:, 0]))]
 
 
 def _reserve_labels(instance: Any, count: int) -> range:

@@ -29,6 +29,7 @@ __all__ = [
     "decode_rles",
     "encode_rles",
     "runs_bounding_box",
+    "runs_from_coords",
     "runs_from_mask",
     "runs_to_coords",
     "runs_to_mask",
@@ -125,6 +126,24 @@ def runs_to_coords(runs: np.ndarray) -> np.ndarray:
     starts = np.cumsum(lengths) - lengths
     coords[:, 2] += np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
     return coords.astype(np.int32)
+
+
+def runs_from_coords(coords: np.ndarray) -> np.ndarray:
+    """Runs along x covering ``(N, 3)`` voxel coordinates ``(z, y, x)`` (duplicates allowed).
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 ``(M, 4)`` rows of ``(z, y, x, length)`` in z, y, x order.
+    """
+    arr = np.unique(np.asarray(coords, dtype=np.int64).reshape(-1, 3), axis=0)  # sorted z, y, x
+    if len(arr) == 0:
+        return np.zeros((0, 4), dtype=np.int32)
+    same_row = (arr[1:, 0] == arr[:-1, 0]) & (arr[1:, 1] == arr[:-1, 1])
+    starts = np.concatenate([[True], ~(same_row & (arr[1:, 2] == arr[:-1, 2] + 1))])
+    first = np.nonzero(starts)[0]
+    lengths = np.diff(np.append(first, len(arr)))
+    return np.column_stack([arr[first], lengths]).astype(np.int32)
 
 
 def runs_from_mask(mask: np.ndarray, offset: Sequence[int] = (0, 0, 0)) -> np.ndarray:

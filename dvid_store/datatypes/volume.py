@@ -308,6 +308,26 @@ class VolumeInstance(Instance):
         """The stored bounding box in the voxel grid that ``options`` select (scale 0 here)."""
         return self.extents
 
+    def _check_roi(self, roi: str | None) -> None:
+        """Refuse an ROI whose block size differs from this instance's, before sending.
+
+        DVID (v1.0.0) applies an ROI by reading its block coordinates as
+        coordinates of *this instance's* blocks, so masks and masked writes are
+        only right when both use the same block size.
+        """
+        if not roi:
+            return
+        info = self.node.typeinfo(roi)
+        if info["Base"]["TypeName"] != "roi":
+            raise DvidInputError(f"{roi!r} is a {info['Base']['TypeName']} instance, not a roi")
+        x, y, z = info["Extended"]["BlockSize"]
+        if (int(z), int(y), int(x)) != self.block_shape:
+            raise DvidInputError(
+                f"roi {roi!r} has {(int(z), int(y), int(x))} blocks but {self.name!r} has {self.block_shape} "
+                "blocks; DVID reads the roi's block coordinates as this instance's block coordinates, so it "
+                "would mask the wrong voxels. Use a roi with the same block size"
+            )
+
     # ------------------------------------------------------------------ engine
     def _part_voxels(self, itemsize: int, compressed: bool) -> int:
         limit = min(int(self.max_request_voxels), DVID_MAX_REQUEST_BYTES // itemsize)

@@ -163,7 +163,9 @@ class Voxels(VolumeInstance):
         box : ((z0, y0, x0), (z1, y1, x1))
             Half-open box in voxels, any sign, aligned or not.
         roi : str, optional
-            Name of a roi instance: voxels outside it read as 0.
+            Name of a roi instance with this instance's block size: voxels outside
+            it read as 0 (a roi with other blocks is refused: DVID would mask the
+            wrong voxels).
         throttle : bool
             Ask DVID to run this among its few throttled operations; a busy server
             answers 503 and the request is retried with back-off. The parts of a
@@ -181,6 +183,7 @@ class Voxels(VolumeInstance):
         """
         box = as_box(box)
         params: dict[str, Any] = {}
+        self._check_roi(roi)
         if roi:
             params["roi"] = roi
         if throttle:
@@ -265,7 +268,7 @@ class Voxels(VolumeInstance):
         offset : (z, y, x)
             Voxel coordinate of ``array[0, 0, 0]``; any sign.
         roi : str, optional
-            Only blocks inside this roi instance are written.
+            Only blocks inside this roi instance (same block size) are written.
         throttle : bool
             See :meth:`read`; a 503 from a busy server is retried with back-off.
         compress : bool
@@ -289,6 +292,7 @@ class Voxels(VolumeInstance):
             )
         arr, box = self._check_write(array, offset)
         self.require_writable("writing voxels")
+        self._check_roi(roi)
         params: dict[str, Any] = {}
         if roi:
             params["roi"] = roi
