@@ -117,6 +117,39 @@ def test_negative_writes_are_refused_when_dvid_builds_lower_scales(dvid_node) ->
     assert seg.extents is None
 
 
+def test_writes_without_rebuilding_lower_scales(dvid_node) -> None:
+    """downres=False: DVID's block ingestion; scale 1 stays as it was, labels are indexed at once."""
+    seg = Labelmap.create(dvid_node, "seg", max_downres_level=1)
+    first = segmentation((64, 64, 128), seed=14, labels=6)
+    seg.write(first, (0, 0, 0))
+    seg.wait_for_sizes(sizes_of(first))
+    low = seg.read(((0, 0, 0), (32, 32, 64)), scale=1)
+    np.testing.assert_array_equal(low, first[::2, ::2, ::2])
+
+    fresh = np.full((64, 64, 64), 50, np.uint64)
+    fresh[:, :, :8] = 51
+    seg.write(fresh, (0, 0, 128), downres=False)
+    expected = sizes_of(first) | sizes_of(fresh)
+    np.testing.assert_array_equal(seg.body_sizes(list(expected)), list(expected.values()))  # no waiting
+    np.testing.assert_array_equal(seg.read(((0, 0, 128), (64, 64, 192))), fresh)
+    assert not seg.read(((0, 0, 64), (32, 32, 96)), scale=1).any()  # not built
+    np.testing.assert_array_equal(seg.read(((0, 0, 0), (32, 32, 64)), scale=1), low)
+    assert seg.extents == ((0, 0, 0), (64, 64, 192))
+
+    # no lower scales are built, so negative coordinates are fine
+    seg.write(fresh, (-64, 0, 0), downres=False)
+    np.testing.assert_array_equal(seg.read(((-64, 0, 0), (0, 64, 64))), fresh)
+    assert seg.body_size(50) == 2 * int((fresh == 50).sum())
+    sent = dvid_node.transport.requests_sent
+    with pytest.raises(DvidInputError, match="mutate"):
+        seg.write(fresh, (0, 0, 0), downres=False, mutate=True)
+    with pytest.raises(DvidInputError, match="ROI"):
+        seg.write(fresh, (0, 0, 0), downres=False, roi="anything")
+    with pytest.raises(DvidInputError, match="downres=False"):
+        seg.write(fresh, (-64, 0, 0))
+    assert dvid_node.transport.requests_sent == sent
+
+
 def test_mutate_overwrites_keep_the_index_right(dvid_node) -> None:
     seg = Labelmap.create(dvid_node, "seg")
     first = written(seg, segmentation((64, 64, 128), seed=4, labels=5), (0, 0, 0))

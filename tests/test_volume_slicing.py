@@ -155,3 +155,17 @@ def test_with_options_slices_labels_at_a_scale_and_as_supervoxels(dvid_node) -> 
     restored = pickle.loads(pickle.dumps(low))
     np.testing.assert_array_equal(restored[0:4, 0:4, 28:36], labels[:8:2, :8:2, 56:72:2])
     assert seg._slice_options == {}
+    with pytest.raises(DvidInputError, match="scale=1"):
+        low[0:64, 0:64, 0:64] = np.zeros((64, 64, 64), np.uint64)
+    with pytest.raises(DvidInputError, match="supervoxels=True"):
+        sv[0:64, 0:64, 0:64] = labels[:, :, :64]
+    # transfer options apply to writes too where they exist (labels travel LZ4-compressed or not)
+    plain = seg.with_options(compress=False)
+    plain[0:64, 0:64, 0:64] = labels[:, :, 64:]
+    np.testing.assert_array_equal(plain.with_options(supervoxels=True)[0:64, 0:64, 0:64], labels[:, :, 64:])
+
+
+def test_read_only_transfer_options_do_not_block_voxel_writes(dvid_node) -> None:
+    vol = Voxels.create(dvid_node, "g", np.uint8).with_options(compress=True)
+    vol[0:32, 0:32, 0:32] = 5
+    assert (vol[0:32, 0:32, 0:32] == 5).all()

@@ -179,6 +179,18 @@ def test_large_requests_split_into_parallel_parts(dvid_node) -> None:
     np.testing.assert_array_equal(fresh.read(((-32, 0, 64), (64, 64, 192))), data)
 
 
+def test_part_limits_follow_dvid_and_lz4_byte_caps(dvid_node) -> None:
+    """Parts stay under DVID's 3 GiB request limit and LZ4's block limit, whatever max_request_voxels says."""
+    from dvid_store.datatypes.volume import DVID_MAX_REQUEST_BYTES, LIBDVID_MAX_VOXELS, LZ4_MAX_BYTES
+
+    vol = Voxels.create(dvid_node, "g", RGBA8)
+    assert vol._part_voxels(4, False) == LIBDVID_MAX_VOXELS  # 2**28 voxels * 4 B = 1 GiB < 3 GiB
+    vol.max_request_voxels = 2**40
+    assert vol._part_voxels(4, False) * 4 <= DVID_MAX_REQUEST_BYTES
+    assert vol._part_voxels(8, True) * 8 <= LZ4_MAX_BYTES
+    assert vol._part_voxels(8, False) * 8 <= DVID_MAX_REQUEST_BYTES
+
+
 def test_roi_masks_reads_and_limits_writes(dvid_node) -> None:
     set_roi(dvid_node, "roi", [[0, 0, 0, 0], [1, 1, 1, 1]])  # blocks (0,0,0) and (1,1,1)
     vol = Voxels.create(dvid_node, "g", np.uint8)

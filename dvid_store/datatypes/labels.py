@@ -39,6 +39,7 @@ DVID v1.0.0 behaviours this module works around (checked against the server):
 from __future__ import annotations
 
 import json
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,7 +49,7 @@ import lz4.block
 import numpy as np
 
 from ..errors import BadRequestError, DvidError, DvidInputError, ServerError
-from ..geometry import Box, ZYX, as_box, as_zyx, box_shape, is_aligned, xyz_string
+from ..geometry import Box, ZYX, as_box, as_zyx, block_coords_in_box, box_shape, is_aligned, xyz_string
 from .base import Instance
 from .sparsevol import (
     clip_runs,
@@ -61,7 +62,7 @@ from .sparsevol import (
     runs_to_mask,
     runs_voxel_count,
 )
-from .volume import VolumeInstance
+from .volume import VolumeInstance, post_retrying_busy
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -79,6 +80,7 @@ __all__ = [
 ]
 
 _SPARSEVOL_FORMATS = ("coords", "rles", "mask")
+_BLOCK_RECORD = struct.Struct("<3iI")  # block x, y, z, payload bytes
 
 
 class IndexingTimeoutError(DvidError, TimeoutError):
@@ -333,6 +335,7 @@ class _LabelVolume(VolumeInstance):
     _has_scales: ClassVar[bool] = False
     _has_supervoxels: ClassVar[bool] = False
     _negative_points_need_raw: ClassVar[bool] = False
+    _read_only_options: ClassVar[tuple[str, ...]] = ("scale", "supervoxels")
 
     _check_label_options = _SparseVolumes._check_label_options
     _label_params = _SparseVolumes._label_params
@@ -547,6 +550,7 @@ class _LabelVolume(VolumeInstance):
                 f"(MaxDownresLevel {self.max_downres_level}) for negative coordinates: it fails or writes "
                 f"wrong low-resolution blocks. The box {box[0]}–{box[1]} (z, y, x) starts below 0; write "
                 "at non-negative coordinates, or use an instance without lower scales"
+                + (", or write with downres=False" if self.typename == "labelmap" else "")
             )
 
 
@@ -604,6 +608,92 @@ class Labelmap(_SparseVolumes, _LabelVolume):
         _create_labels(node, "labelmap", name, block_size, voxel_size, voxel_units, 16,
                        max_downres_level=int(max_downres_level), indexed_labels=bool(indexed_labels), **settings)
         return cls(node, name)
+
+    def write(  # type: ignore[override]
+        self,
+        array: Any,
+        offset: Sequence[int],
+        *,
+        mutate: bool = False,
+        downres: bool = True,
+        roi: str | None = None,
+        throttle: bool = False,
+        compress: bool = True,
+    ) -> None:
+        """Write a block-aligned array of supervoxel ids at full resolution (libdvid's ``put_labels3D``).
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            ``(z, y, x)`` uint64 labels (other integer dtypes are accepted when
+            every value fits; floats never).
+        offset : (z, y, x)
+            Voxel coordinate of ``array[0, 0, 0]``; block-aligned. Negative
+            coordinates need ``downres=False`` when the instance has lower scales
+            (DVID v1.0.0 breaks building them there).
+        mutate : bool
+            Set when overwriting voxels that already hold labels: DVID then
+            updates its label index by difference instead of adding to it (without
+            it, sizes and sparse volumes count the old voxels twice).
+        downres : bool
+            ``True`` (default): ``POST /raw``; DVID rebuilds scales
+            1 … :attr:`max_downres_level` of the written blocks before answering and
+            indexes the labels *after* answering (see :meth:`wait_for_sizes`).
+            ``False``: ``POST /blocks?downres=false`` with the blocks in DVID's
+            compressed label format; the lower scales are left as they were and
+            the labels are indexed before DVID answers. DVID ingests such blocks
+            as new data, so ``mutate`` and ``roi`` are not available then.
+        roi : str, optional
+            Only blocks inside this roi instance (same block size) are written.
+        throttle : bool
+            Ask DVID to run this among its few throttled operations (a busy server
+            answers 503 and the request is retried with back-off).
+        compress : bool
+            Send ``/raw`` labels LZ4-compressed (default, as libdvid did).
+            ``/blocks`` are always sent in DVID's gzipped block format.
+
+        Raises
+        ------
+        DvidInputError
+            Wrong dtype or shape, an unaligned box (the message names the enclosing
+            aligned box), negative coordinates with lower scales being built, or
+            ``downres=False`` with ``mutate`` or ``roi``. Nothing is sent.
+        LockedNodeError
+            The node is committed. Nothing is sent.
+        """
+        if downres:
+            super().write(array, offset, mutate=mutate, roi=roi, throttle=throttle, compress=compress)
+            return
+        if mutate:
+            raise DvidInputError(
+                "downres=False writes go through DVID's block ingestion (POST /blocks), which indexes every "
+                "block as new data and cannot replace old labels: use downres=True for mutate=True"
+            )
+        if roi:
+            raise DvidInputError("DVID's block ingestion (downres=False) has no ROI option; use downres=True")
+        arr, box = self._check_write(array, offset)
+        self.require_writable("writing labels")
+        params: dict[str, Any] = {"downres": "false"}
+        if throttle:
+            params["throttle"] = "true"
+        self._write_volume(
+            arr, box, params, idempotent=False, sequential=throttle,
+            write_part=lambda part, data: self._post_blocks(part, data, params),
+        )
+
+    def _post_blocks(self, part: Box, data: np.ndarray, params: Mapping[str, Any]) -> None:
+        """``POST /blocks`` of the aligned ``part``: one record per block, DVID's gzipped label codec."""
+        from ..codecs.labelblock import encode_gzipped_label_block
+
+        block = np.asarray(self.block_shape)
+        records: list[bytes] = []
+        for coord in block_coords_in_box(part, self.block_shape):
+            lo = coord * block - np.asarray(part[0])
+            piece = np.ascontiguousarray(data[lo[0] : lo[0] + block[0], lo[1] : lo[1] + block[1], lo[2] : lo[2] + block[2]])
+            payload = encode_gzipped_label_block(piece)
+            records.append(_BLOCK_RECORD.pack(int(coord[2]), int(coord[1]), int(coord[0]), len(payload)))
+            records.append(payload)
+        post_retrying_busy(self.transport, self.path("blocks"), b"".join(records), params, idempotent=False)
 
     def _read_part(self, part: Box, dest: np.ndarray, params: Mapping[str, Any], compressed: bool) -> None:
         # DVID serves one whole aligned block by a shortcut that fails when the block

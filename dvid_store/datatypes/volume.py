@@ -8,15 +8,14 @@ the same boxes::
     vol[0:64, 100:200, -50:50]          # a (64, 100, 100) array
     vol[0:64, 0:64, 0:64] = block       # a block-aligned write
 
-.. important::
-
-   **Slice bounds are absolute DVID coordinates.** DVID coordinates are signed,
-   so ``vol[-10:0, 0:5, 0:5]`` means voxels z = -10 … -1, *not* "the last ten"
-   as in numpy. An open bound (``vol[:, 0:10, :]``) means the edge of the
-   instance's stored bounding box (:attr:`VolumeInstance.extents`); it is an
-   error when nothing has been stored yet. Steps other than 1, ``None``
-   (``np.newaxis``) and array ("fancy") indices are refused; an integer index
-   selects one plane and drops that axis, like numpy.
+**Slice bounds are absolute DVID coordinates.** DVID coordinates are signed, so
+``vol[-10:0, 0:5, 0:5]`` means voxels z = -10 … -1, *not* "the last ten" as in
+numpy. An open bound (``vol[:, 0:10, :]``) means the edge of the instance's
+stored bounding box (:attr:`VolumeInstance.extents`); it is an error when
+nothing has been stored yet. Steps other than 1, ``None`` (``np.newaxis``) and
+array ("fancy") indices are refused; an integer index selects one plane and
+drops that axis, like numpy. :meth:`VolumeInstance.with_options` makes a view
+whose slicing passes options (``scale=``, ``supervoxels=``, ``roi=`` …) on.
 
 Requests larger than one HTTP call can carry (DVID refuses bodies over 3 GiB,
 libdvid kept to ``INT_MAX / 8`` voxels) are split into block-aligned parts that
@@ -43,6 +42,8 @@ from .base import Instance
 
 if TYPE_CHECKING:
     import requests
+
+    from ..node import Node
 
 __all__ = [
     "DVID_MAX_REQUEST_BYTES",
@@ -99,8 +100,12 @@ class VolumeInstance(Instance):
 
     #: Keyword options that numpy slicing passes to :meth:`read` / :meth:`write`.
     _slice_options: dict[str, Any]
+    #: Slicing options that select what is read (a view with them set refuses writes).
+    _read_only_options: ClassVar[tuple[str, ...]] = ()
+    #: Slicing options that only change how reads travel (left out of writes).
+    _read_transfer_options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, node: Any, name: str) -> None:
+    def __init__(self, node: Node, name: str) -> None:
         super().__init__(node, name)
         self._slice_options = {}
 
@@ -249,8 +254,15 @@ class VolumeInstance(Instance):
             raise DvidInputError(
                 f"cannot place an array of shape {np.shape(value)} into a selection of shape {kept}"
             ) from None
+        options = {k: v for k, v in self._slice_options.items() if k not in self._read_transfer_options}
+        for key in self._read_only_options:
+            if options.pop(key, None):
+                raise DvidInputError(
+                    f"this view reads with {key}={self._slice_options[key]!r}, which writes cannot use; "
+                    "write through the instance itself (or a with_options() view without it)"
+                )
         if all(shape):
-            self.write(array, start, **self._slice_options)
+            self.write(array, start, **options)
 
     def _resolve_key(self, key: Any, options: Mapping[str, Any]) -> tuple[ZYX, ZYX, frozenset[int], Any]:
         """A numpy-style key as (start, stop) in DVID coordinates, integer-indexed axes, channel key.

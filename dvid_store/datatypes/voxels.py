@@ -69,6 +69,7 @@ class Voxels(VolumeInstance):
 
     typenames: ClassVar[tuple[str, ...]] = tuple(VOXEL_TYPES.values())
     default_typename: ClassVar[str] = "uint8blk"
+    _read_transfer_options: ClassVar[tuple[str, ...]] = ("compress",)
 
     @property
     def channel_shape(self) -> tuple[int, ...]:  # type: ignore[override]
