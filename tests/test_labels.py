@@ -443,6 +443,7 @@ def test_labelarray(dvid_node) -> None:
     volume = segmentation((64, 64, 128), seed=10, labels=4)
     arr.write(volume, (0, 0, 0))
     np.testing.assert_array_equal(arr.read(((0, 0, 0), (64, 64, 128))), volume)
+    assert arr.extents == ((0, 0, 0), (64, 64, 128)) and arr.bounding_box(scale=1) == ((0, 0, 0), (32, 32, 64))
     wait_until(lambda: arr.body_exists(4), "labelarray's index")
     np.testing.assert_array_equal(arr.read(((0, 0, 0), (32, 32, 64)), scale=1), volume[::2, ::2, ::2])
     truth = np.argwhere(volume == 4)
@@ -484,6 +485,8 @@ def test_labelblk_with_synced_labelvol(dvid_node) -> None:
     blk.write(volume, offset)
     np.testing.assert_array_equal(blk.read(box_of(offset, volume)), volume)
     np.testing.assert_array_equal(blk.read(box_of(offset, volume), compress=False), volume)
+    assert blk.extents == box_of(offset, volume)
+    np.testing.assert_array_equal(blk[...], volume)
     pts = np.array([[-32, 0, -64], [-1, 10, -1], [31, 63, -1]])
     rel = pts - offset
     np.testing.assert_array_equal(blk.labels_at(pts), volume[rel[:, 0], rel[:, 1], rel[:, 2]])

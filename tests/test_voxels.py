@@ -226,6 +226,43 @@ def test_throttle_option(dvid_node) -> None:
     np.testing.assert_array_equal(vol.read(((0, 0, 0), (64, 32, 32)), throttle=True, compress=True), data)
 
 
+def test_throttled_requests_wait_for_a_busy_server(dvid_server, dvid_node) -> None:
+    """DVID runs one throttled request at a time and answers 503 to others; the client retries them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dvid_store import RetryPolicy, ServerBusyError
+    from dvid_store.datatypes.labels import Labelmap
+
+    vol = Voxels.create(dvid_node, "g", np.uint8)
+    seg = Labelmap.create(dvid_node, "seg")
+    data = random_volume((64, 64, 64), np.uint8, seed=9)
+    impatient = dvid_server.client(retry=RetryPolicy(max_attempts=2, total_seconds=0.2)).node(dvid_node.uuid)
+
+    # Hold DVID's only throttle slot: a throttled 64 MiB read whose body we leave unread
+    # keeps its handler blocked in the middle of writing the response.
+    transport = dvid_node.transport
+    hold = transport.request(
+        "GET", vol.path("raw", "0_1_2", "1024_256_256", "0_0_0"), params={"throttle": "true"}, stream=True
+    )
+    try:
+        with pytest.raises(ServerBusyError) as busy:
+            impatient.voxels("g").write(data, (0, 0, 0), throttle=True)
+        assert busy.value.status == 503 and "throttled" in busy.value.message
+        with pytest.raises(ServerBusyError):
+            impatient.labelmap("seg").write(data.astype(np.uint64), (0, 0, 0), throttle=True)
+        with ThreadPoolExecutor(2) as pool:
+            voxels = pool.submit(vol.write, data, (0, 0, 0), throttle=True)
+            labels = pool.submit(seg.write, data.astype(np.uint64) + 1, (0, 0, 0), throttle=True)
+            received = sum(len(chunk) for chunk in hold.iter_content(1 << 20))  # release the slot
+            assert received == 1024 * 256 * 256
+            voxels.result(timeout=60)
+            labels.result(timeout=60)
+    finally:
+        hold.close()
+    np.testing.assert_array_equal(vol.read(((0, 0, 0), (64, 64, 64)), throttle=True), data)
+    np.testing.assert_array_equal(seg.read(((0, 0, 0), (64, 64, 64)), throttle=True), data.astype(np.uint64) + 1)
+
+
 def test_compressed_writes_are_refused(dvid_node) -> None:
     vol = Voxels.create(dvid_node, "g", np.uint8)
     with pytest.raises(UnsupportedError, match="uncompressed"):

@@ -545,7 +545,7 @@ def post_retrying_busy(
         except ServerBusyError as exc:
             attempt += 1
             late = time.monotonic() - started >= policy.total_seconds or attempt >= policy.max_attempts
-            if exc.status != 503 or late:
+            if idempotent or exc.status != 503 or late:  # idempotent ones were retried by the transport
                 raise
             time.sleep(policy.delay(attempt))  # back-off before asking the busy server again
 
