@@ -100,6 +100,8 @@ def test_unsupported_indices_are_refused_clearly(filled) -> None:
         vol[0.5:3, 0:3, 0:3]
     with pytest.raises(DvidInputError, match="boolean"):
         vol[True, 0:3, 0:3]
+    with pytest.raises(DvidInputError, match="32-bit"):
+        vol[2**31 : 2**31 + 2, 0:3, 0:3]
 
 
 def test_open_bounds_need_a_bounding_box(dvid_node) -> None:

@@ -33,7 +33,11 @@ DVID v1.0.0 behaviours this module works around (checked against the server):
   reading those blocks (found with ``/sparsevol-coarse``) through ``/raw``.
 * labelmap ``POST /raw`` indexes labels *after* it answers: sizes, sparse
   volumes, merges etc. see the new voxels a moment later
-  (:meth:`Labelmap.wait_for_sizes` waits for a known state).
+  (:meth:`Labelmap.wait_for_sizes` waits for a known state). ``POST /raw``
+  always rebuilds the lower scales; only block ingestion
+  (``Labelmap.write(..., downres=False)``) leaves them alone.
+* labelarray has no ``POST /nextlabel`` ("not supported yet"), so it cannot
+  reserve labels; ``/sparsevol-size`` of labelarray has no voxel count.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ from __future__ import annotations
 import json
 import struct
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import lz4.block
@@ -129,18 +133,11 @@ class SplitResult(NamedTuple):
 
 
 # ------------------------------------------------------------------ sparse volumes
-class _SparseVolumes:
-    """Sparse-volume calls shared by labelmap, labelarray and labelvol (all via ``/sparsevol``)."""
+class _LabelOptions:
+    """The ``scale`` / ``supervoxels`` options, checked against what the type has."""
 
     _has_scales: ClassVar[bool] = False
     _has_supervoxels: ClassVar[bool] = False
-    #: DVID's run-length writer for this type crashes on negative coordinates.
-    _rles_fail_below_zero: ClassVar[bool] = False
-
-    # provided by Instance
-    name: str
-    path: Any
-    transport: Any
 
     def _check_label_options(self, scale: int = 0, supervoxels: bool = False) -> None:
         if scale and not self._has_scales:
@@ -160,6 +157,18 @@ class _SparseVolumes:
         if supervoxels:
             params["supervoxels"] = "true"
         return params
+
+
+class _SparseVolumes(_LabelOptions):
+    """Sparse-volume calls shared by labelmap, labelarray and labelvol (all via ``/sparsevol``)."""
+
+    #: DVID's run-length writer for this type crashes on negative coordinates.
+    _rles_fail_below_zero: ClassVar[bool] = False
+
+    # provided by Instance
+    name: str
+    path: Any
+    transport: Any
 
     def body_exists(self, label: int, *, supervoxels: bool = False) -> bool:
         """Whether ``label`` has any voxel (``HEAD /sparsevol``; libdvid's ``body_exists``).
@@ -329,16 +338,11 @@ class _SparseVolumes:
 
 
 # ------------------------------------------------------------------- label volumes
-class _LabelVolume(VolumeInstance):
+class _LabelVolume(_LabelOptions, VolumeInstance):
     """Reads, writes and point queries shared by labelmap, labelarray and labelblk."""
 
-    _has_scales: ClassVar[bool] = False
-    _has_supervoxels: ClassVar[bool] = False
     _negative_points_need_raw: ClassVar[bool] = False
     _read_only_options: ClassVar[tuple[str, ...]] = ("scale", "supervoxels")
-
-    _check_label_options = _SparseVolumes._check_label_options
-    _label_params = _SparseVolumes._label_params
 
     @property
     def dtype(self) -> np.dtype:

@@ -17,6 +17,10 @@ array ("fancy") indices are refused; an integer index selects one plane and
 drops that axis, like numpy. :meth:`VolumeInstance.with_options` makes a view
 whose slicing passes options (``scale=``, ``supervoxels=``, ``roi=`` …) on.
 
+ROIs (``roi=``) are checked before sending: DVID v1.0.0 reads an ROI's block
+coordinates as coordinates of the volume's own blocks, so an ROI with another
+block size would mask the wrong voxels and is refused.
+
 Requests larger than one HTTP call can carry (DVID refuses bodies over 3 GiB,
 libdvid kept to ``INT_MAX / 8`` voxels) are split into block-aligned parts that
 are fetched or sent in parallel threads; reads land directly in one
@@ -366,6 +370,7 @@ class VolumeInstance(Instance):
         ``read_part(part, dest)`` fills ``dest`` (the part's view of the output);
         by default it is ``GET /raw`` with ``params``.
         """
+        _check_int32(box)
         out = np.zeros(box_shape(box) + self.channel_shape, dtype=self.dtype)
         reader = read_part or (lambda part, dest: self._get_raw(part, dest, params, compressed=compressed))
         parts = list(split_box(box, self._part_voxels(self._voxel_bytes, compressed), grid))
@@ -429,6 +434,7 @@ class VolumeInstance(Instance):
         arr = coerce_array(array, dtype or self.dtype, self.name, self.ndim, self.channel_shape)
         start = as_zyx(offset, "offset")
         box: Box = (start, tuple(s + n for s, n in zip(start, arr.shape[:3])))  # type: ignore[assignment]
+        _check_int32(box)
         block = self.block_shape
         if not is_aligned(box, block):
             enclosing = aligned_box(box, block)
@@ -441,6 +447,11 @@ class VolumeInstance(Instance):
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_int32(box: Box) -> None:
+    if min(box[0]) < -(2**31) or max(box[1]) > 2**31:
+        raise DvidInputError(f"DVID coordinates are 32-bit signed integers; the box {box[0]}–{box[1]} leaves that range")
+
+
 def _kept(shape: tuple[int, ...], dropped: frozenset[int]) -> tuple[int, ...]:
     return tuple(n for axis, n in enumerate(shape) if axis not in dropped)
 

@@ -12,7 +12,10 @@ What DVID v1.0.0 does, and so what this module does:
   stored it (LZ4 or gzip) and is decoded here.
 * ``POST /raw`` takes uncompressed voxels only, and only block-aligned boxes.
 * ``roi=`` masks reads (voxels outside the ROI read as 0) and limits writes to
-  the blocks inside the ROI.
+  the blocks inside the ROI; the ROI must use the volume's block size.
+* DVID accepts ``Compression: jpeg`` for any imageblk type at creation, but
+  only 8-bit grayscale can be JPEG-encoded: :meth:`Voxels.create` refuses it
+  for other dtypes, and ``jpeg:N`` (DVID's quality is fixed at 80).
 """
 
 from __future__ import annotations
