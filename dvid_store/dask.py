@@ -1,0 +1,369 @@
+"""DVID voxel instances as dask arrays: :func:`open_dask` to read, :func:`to_dvid` to write.
+
+A dask chunk is always a whole number of DVID blocks, and each task reads or writes
+its chunk through :class:`~dvid_store.blocks.BlockIO` in as few requests as the
+per-request caps allow (one ``/specificblocks`` per ≤ 1024 blocks; one ``POST /raw``
+per box). That avoids both one-task-per-block graphs and zarr's per-chunk overhead.
+Readers and writers pickle as configuration, so they run on dask.distributed workers,
+each worker using its own connections.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .blocks import BlockIO
+from .errors import DvidInputError
+from .geometry import Box, aligned_box, as_zyx
+from .zarr.metadata import Layout, Level, discover_layout
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+    from .node import Node
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "VolumeReader",
+    "VolumeWriter",
+    "default_chunks",
+    "open_dask",
+    "resolve_target",
+    "to_dvid",
+]
+
+ZYX = tuple[int, int, int]
+
+#: Target size of a default dask chunk (whole blocks, as cubic as the array allows).
+DEFAULT_CHUNK_BYTES = 64 << 20
+
+
+def resolve_target(url_or_node: str | Node, instance: str | None, scale: int | None, **conn: Any) -> tuple[Node, str, int]:
+    """(node, instance, scale) from a ``dvid://`` URL or a node and an instance name.
+
+    A URL may end in a level number (``dvid://host:port/uuid/grayscale/1``), which
+    then gives the scale; ``conn`` (``user``, ``app``, ``token``, ``scheme``) sets up the
+    connection for URLs.
+    """
+    if isinstance(url_or_node, str):
+        from .fs import parse_url
+
+        parsed = parse_url(url_or_node)
+        if instance is not None and instance != parsed.instance:
+            raise DvidInputError(f"the URL names instance {parsed.instance!r} but instance={instance!r} was given")
+        url_scale = None
+        if parsed.key:
+            if not parsed.key.isdigit():
+                raise DvidInputError(f"{url_or_node!r}: after the instance only a level number may follow")
+            url_scale = int(parsed.key)
+        if url_scale is not None and scale is not None and scale != url_scale:
+            raise DvidInputError(f"the URL names level {url_scale} but scale={scale} was given")
+        return parsed.node(**conn), parsed.instance, url_scale if url_scale is not None else (scale or 0)
+    if instance is None:
+        raise DvidInputError("give the instance name along with the node, or a dvid:// URL")
+    return url_or_node, instance, int(scale or 0)
+
+
+def _level_io(node: Node, layout: Layout, level: Level, supervoxels: bool, compression: str | None) -> BlockIO:
+    return BlockIO(
+        node, level.instance, typename=level.typename, block_shape=level.block_shape, scale=level.scale,
+        supervoxels=supervoxels, compression=compression, stored=level.stored,
+    )
+
+
+def _normalise_key(key: Any, shape: ZYX) -> tuple[tuple[slice, ...], tuple[Any, ...]]:
+    """Bounding slices (step 1) of a basic index, and the index to apply to them afterwards."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
+    key = key + (slice(None),) * (3 - len(key))
+    if len(key) != 3:
+        raise IndexError(f"too many indices for a 3-d volume: {key!r}")
+    bounds, after = [], []
+    for k, n in zip(key, shape):
+        if isinstance(k, (int, np.integer)):
+            i = int(k) + n if k < 0 else int(k)
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} is out of bounds for size {n}")
+            bounds.append(slice(i, i + 1))
+            after.append(0)
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step < 0:
+                raise IndexError("negative steps are not supported by DVID volumes")
+            stop = max(stop, start)
+            bounds.append(slice(start, stop))
+            after.append(slice(None, None, step) if step != 1 else slice(None))
+        else:
+            raise IndexError(f"only integers and slices index a DVID volume, got {k!r}")
+    return tuple(bounds), tuple(after)
+
+
+class VolumeReader:
+    """A numpy-like, picklable view of one level of a DVID instance (for ``dask.array.from_array``).
+
+    ``reader[z0:z1, y0:y1, x0:x1]`` reads that box (array indices: index 0 is
+    ``origin``) through :meth:`BlockIO.read_box`.
+
+    Parameters
+    ----------
+    io : BlockIO
+        The level's block access.
+    origin : (int, int, int)
+        Voxel coordinate of index 0.
+    shape : (int, int, int)
+        Array shape.
+    """
+
+    ndim = 3
+
+    def __init__(self, io: BlockIO, origin: Sequence[int], shape: Sequence[int]) -> None:
+        self.io = io
+        self.origin: ZYX = as_zyx(origin)
+        self.shape: ZYX = tuple(int(n) for n in shape)  # type: ignore[assignment]
+        self.dtype = io.dtype
+
+    def __repr__(self) -> str:
+        return f"VolumeReader({self.io!r}, origin={self.origin}, shape={self.shape})"
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        bounds, after = _normalise_key(key, self.shape)
+        sizes = [s.stop - s.start for s in bounds]
+        if 0 in sizes:
+            return np.empty(sizes, self.dtype)[after]
+        box = (
+            tuple(o + s.start for o, s in zip(self.origin, bounds)),
+            tuple(o + s.stop for o, s in zip(self.origin, bounds)),
+        )
+        data = self.io.read_box(box)  # type: ignore[arg-type]
+        return data[after] if any(a != slice(None) for a in after) else data
+
+
+class VolumeWriter:
+    """A picklable ``target[region] = data`` for ``dask.array.store`` into a DVID level.
+
+    Regions are array indices (index 0 = ``origin``). A region that covers whole
+    blocks is written directly; partly covered blocks at its edges are read, merged
+    and written back, so regions must not share blocks (:func:`to_dvid` ensures that).
+    """
+
+    def __init__(self, io: BlockIO, origin: Sequence[int], shape: Sequence[int]) -> None:
+        self.io = io
+        self.origin: ZYX = as_zyx(origin)
+        self.shape: ZYX = tuple(int(n) for n in shape)  # type: ignore[assignment]
+        self.dtype = io.dtype
+        self.ndim = 3
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        bounds, after = _normalise_key(key, self.shape)
+        if any(a != slice(None) for a in after) or any(isinstance(k, (int, np.integer)) for k in (key if isinstance(key, tuple) else (key,))):
+            raise DvidInputError("DVID volumes are written by boxes: use slices with step 1")
+        value = np.asarray(value)
+        start = tuple(o + s.start for o, s in zip(self.origin, bounds))
+        stop = tuple(o + s.stop for o, s in zip(self.origin, bounds))
+        if value.shape != tuple(b - a for a, b in zip(start, stop)):
+            value = np.broadcast_to(value, tuple(b - a for a, b in zip(start, stop)))
+        box: Box = (start, stop)  # type: ignore[assignment]
+        outer = aligned_box(box, self.io.block_shape)
+        if outer == box:
+            self.io.write_box(value, start)
+            return
+        data = self.io.read_box(outer)
+        inner = tuple(slice(a - o, b - o) for a, b, o in zip(start, stop, outer[0]))
+        data[inner] = value
+        self.io.write_box(data, outer[0])
+
+
+def default_chunks(shape: Sequence[int], block_shape: Sequence[int], itemsize: int, target_bytes: int = DEFAULT_CHUNK_BYTES) -> ZYX:
+    """The default dask chunk: the most cubic box of whole blocks not above ``target_bytes``.
+
+    Never smaller than one block; clipped to the array's block grid.
+    """
+    grid = [max(1, math.ceil(n / b)) for n, b in zip(shape, block_shape)]
+    block_bytes = int(np.prod(block_shape)) * itemsize
+    best = (1, 1, 1)
+    k = 1
+    while True:
+        counts = tuple(min(g, k) for g in grid)
+        if k > 1 and int(np.prod(counts)) * block_bytes > target_bytes:
+            break
+        best = counts
+        if list(counts) == grid:
+            break
+        k += 1
+    return tuple(c * b for c, b in zip(best, block_shape))  # type: ignore[return-value]
+
+
+def _aligned(chunks: tuple[tuple[int, ...], ...], start: Sequence[int], block_shape: Sequence[int]) -> bool:
+    for axis_chunks, a, b in zip(chunks, start, block_shape):
+        edge = a
+        for c in axis_chunks[:-1]:
+            edge += c
+            if edge % b:
+                return False
+    return True
+
+
+def _dask_chunks(chunks: Any, shape: ZYX, dtype: np.dtype, block_shape: ZYX) -> tuple[tuple[int, ...], ...]:
+    """Normalise requested chunks; sizes that split blocks are rounded (with a warning)."""
+    from dask.array.core import normalize_chunks
+
+    normal = normalize_chunks(chunks, shape, dtype=dtype, previous_chunks=block_shape)
+    if _aligned(normal, (0, 0, 0), block_shape):
+        return normal
+    explicit = isinstance(chunks, (tuple, list)) and any(isinstance(c, (tuple, list)) for c in chunks)
+    if explicit:
+        raise DvidInputError(
+            f"chunks {chunks!r} split DVID blocks of {block_shape} (z, y, x); every chunk edge "
+            "must fall on a block boundary (use sizes that are multiples of the block size)"
+        )
+    rounded = tuple(
+        max(b, int(round(max(c) / b)) * b) if c else b for c, b in zip(normal, block_shape)
+    )
+    warnings.warn(
+        f"dask chunks {tuple(max(c) for c in normal)} split DVID blocks of {block_shape}; "
+        f"rounded to {rounded} so that every task reads whole blocks",
+        UserWarning,
+        stacklevel=3,
+    )
+    return normalize_chunks(rounded, shape, dtype=dtype)
+
+
+def open_dask(
+    url_or_node: str | Node,
+    instance: str | None = None,
+    scale: int | None = None,
+    supervoxels: bool = False,
+    chunks: Any = None,
+    *,
+    compression: str | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    **conn: Any,
+) -> da.Array:
+    """One level of a DVID instance as a lazy dask array.
+
+    Parameters
+    ----------
+    url_or_node : str or Node
+        ``dvid://host:port/<uuid|prefix|uuid:branch>/<instance>[/<level>]``, or a node.
+    instance : str, optional
+        Instance name (with a node).
+    scale : int, optional
+        Pyramid level (labelmap scale, or grayscale ``name_<scale>``); default 0.
+    supervoxels : bool
+        labelmap: supervoxel ids instead of body ids.
+    chunks : optional
+        dask chunks. Default: whole blocks, about ``chunk_bytes`` per chunk. Sizes
+        that split blocks are rounded to whole blocks with a warning; explicit
+        irregular chunks that split blocks are refused.
+    compression : str, optional
+        Transfer encoding (see :class:`~dvid_store.blocks.BlockIO`).
+    chunk_bytes : int
+        Target size of a default chunk.
+    **conn
+        ``user``, ``app``, ``token``, ``scheme`` for URLs.
+
+    Returns
+    -------
+    dask.array.Array
+        Shape, origin and dtype as the zarr array of :class:`~dvid_store.DvidStore`:
+        index 0 is the level's block-aligned minimum point.
+    """
+    import dask.array as da
+    from dask.base import tokenize
+
+    node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
+    layout = discover_layout(node, instance, supervoxels=supervoxels)
+    level = layout.level(scale)
+    io = _level_io(node, layout, level, supervoxels, compression)
+    reader = VolumeReader(io, level.origin, level.shape)
+    if chunks is None:
+        chunks = default_chunks(level.shape, level.block_shape, io.dtype.itemsize, chunk_bytes)
+    normal = _dask_chunks(chunks, level.shape, io.dtype, level.block_shape)
+    name = f"dvid-{instance}-{tokenize(layout, scale, supervoxels, compression, normal)}"
+    return da.from_array(
+        reader, chunks=normal, name=name, asarray=False, fancy=False, lock=False,
+        meta=np.empty((0, 0, 0), io.dtype),
+    )
+
+
+def _write_chunks(chunks: tuple[tuple[int, ...], ...], start: ZYX, block_shape: ZYX) -> tuple[tuple[int, ...], ...]:
+    """Chunks with the same nominal sizes (rounded to blocks) whose inner edges lie on the block grid."""
+    out = []
+    for axis_chunks, a, b in zip(chunks, start, block_shape):
+        total = sum(axis_chunks)
+        step = max(b, (max(axis_chunks) // b) * b) if axis_chunks else b
+        cuts, edge = [], a
+        end = a + total
+        while edge < end:
+            nxt = min(end, (edge // step + 1) * step)
+            cuts.append(nxt - edge)
+            edge = nxt
+        out.append(tuple(cuts) or (0,))
+    return tuple(out)
+
+
+def to_dvid(
+    array: Any,
+    url_or_node: str | Node,
+    instance: str | None = None,
+    *,
+    offset: Sequence[int] | None = None,
+    scale: int | None = None,
+    compute: bool = True,
+    **conn: Any,
+) -> Any:
+    """Write a dask (or numpy) array into a DVID instance.
+
+    Parameters
+    ----------
+    array : dask.array.Array or array-like
+        3-d, ``(z, y, x)``.
+    url_or_node : str or Node
+        Target ``dvid://`` URL or node.
+    instance : str, optional
+        Instance name (with a node). It must exist (see :func:`dvid_store.create_array`).
+    offset : (z, y, x), optional
+        Voxel coordinate (the level's grid) of ``array[0, 0, 0]``; default: index 0 of
+        the level as :func:`open_dask` and :class:`~dvid_store.DvidStore` present it.
+    scale : int, optional
+        Level to write (labelmap scales > 0 need the label block codec).
+    compute : bool
+        Write now (default) or return a ``dask.delayed`` to compute later.
+
+    Notes
+    -----
+    Checks come first: a committed node, a dtype that does not fit and a non-3-d
+    array are refused before any task runs. Chunks whose edges do not fall on
+    DVID's block grid are rechunked so that no two tasks share a block; blocks at
+    the edge of an unaligned region are read, merged and written back.
+    """
+    import dask.array as da
+
+    node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
+    layout = discover_layout(node, instance)
+    level = layout.level(scale)
+    io = _level_io(node, layout, level, False, None)
+    if not isinstance(array, da.Array):
+        array = da.asarray(array)
+    if array.ndim != 3:
+        raise DvidInputError(f"DVID volumes are 3-d (z, y, x); got an array of shape {array.shape}")
+    if any(math.isnan(n) for n in array.shape):
+        raise DvidInputError("the array has unknown chunk sizes; call array.compute_chunk_sizes() first")
+    src, dst = np.dtype(array.dtype), io.dtype
+    if not (np.can_cast(src, dst, "safe") or src == bool or (src.kind in "iu" and dst.kind in "iu")):
+        raise DvidInputError(f"cannot write {src} data into {level.typename} {instance!r} ({dst}) without losing values")
+    io.node.require_writable(f"writing to {instance!r}")
+    start = as_zyx(offset if offset is not None else level.origin, "offset")
+    if not _aligned(array.chunks, start, level.block_shape):
+        array = array.rechunk(_write_chunks(array.chunks, start, level.block_shape))
+    origin = start
+    writer = VolumeWriter(io, origin, array.shape)
+    return da.store(array, writer, lock=False, compute=compute)

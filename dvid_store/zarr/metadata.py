@@ -1,0 +1,424 @@
+"""The zarr v3 view of a DVID voxel instance: its layout, ``zarr.json`` documents and OME-Zarr attributes.
+
+A :class:`Layout` is read once from DVID (``/info`` of the instance and, for
+grayscale pyramids, of its ``name_1``, ``name_2``... instances) and then pinned: a
+store keeps mapping chunk keys to the same blocks even if the instance's extents grow
+later. Everything else here is pure: documents are synthesised from the layout.
+
+Conventions
+-----------
+* Array ``"<level>"`` is pyramid level ``level`` (labelmap: DVID ``scale=level``;
+  grayscale: instance ``name`` for level 0, ``name_<level>`` above), each a 2**level
+  down-sampling of level 0.
+* Index 0 of an array sits at the block-aligned minimum point of its level; its
+  shape reaches the block-aligned maximum point. Coordinates may be negative.
+* Physical position of array index ``i`` on an axis of level ``l`` (factor
+  ``f = 2**l``, level-0 voxel size ``v``) is ``((origin + i) * f + (f - 1) / 2) * v``:
+  the centre of the level-0 voxels it covers. That is OME-Zarr's ``scale = f * v`` and
+  ``translation = (origin * f + (f - 1) / 2) * v``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..blocks import LABEL_TYPES, VOXEL_TYPES
+from ..errors import DvidInputError, UnsupportedError
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+__all__ = [
+    "Layout",
+    "Level",
+    "array_document",
+    "discover_layout",
+    "group_document",
+    "metadata_documents",
+    "normalise_unit",
+    "normalised_document",
+    "physical_axis",
+]
+
+ZYX = tuple[int, int, int]
+
+#: DVID unit spellings → OME-Zarr (UDUNITS-2) unit names.
+_UNITS = {
+    "nanometer": "nanometer", "nanometers": "nanometer", "nm": "nanometer",
+    "micrometer": "micrometer", "micrometers": "micrometer", "micron": "micrometer",
+    "microns": "micrometer", "um": "micrometer", "µm": "micrometer",
+    "millimeter": "millimeter", "millimeters": "millimeter", "mm": "millimeter",
+    "centimeter": "centimeter", "centimeters": "centimeter", "cm": "centimeter",
+    "meter": "meter", "meters": "meter", "m": "meter",
+    "angstrom": "angstrom", "angstroms": "angstrom", "å": "angstrom",
+    "picometer": "picometer", "picometers": "picometer", "pm": "picometer",
+}
+
+
+def normalise_unit(unit: str | None) -> str | None:
+    """DVID's unit name (``"nanometers"``) → OME-Zarr's (``"nanometer"``); ``None`` if unknown."""
+    if not unit:
+        return None
+    return _UNITS.get(unit.strip().lower())
+
+
+@dataclass(frozen=True)
+class Level:
+    """One pyramid level: which DVID data it is and where its array sits.
+
+    Attributes
+    ----------
+    path : str
+        Array name in the group (``"0"``, ``"1"``, ...).
+    instance : str
+        DVID instance holding the level.
+    scale : int
+        DVID ``scale`` parameter (labelmap levels); 0 for grayscale level instances.
+    factor : int
+        Down-sampling relative to level 0 (``2**level``).
+    origin : (int, int, int)
+        Voxel coordinate of array index 0 in this level's grid, block aligned.
+    shape : (int, int, int)
+        Array shape in voxels (a whole number of blocks).
+    block_shape : (int, int, int)
+        DVID block size = zarr chunk shape.
+    typename : str
+        DVID type of ``instance``.
+    stored : str
+        How ``instance`` stores blocks (``"lz4"``, ``"gzip"``, ``"none"``, ``"other"``).
+    """
+
+    path: str
+    instance: str
+    scale: int
+    factor: int
+    origin: ZYX
+    shape: ZYX
+    block_shape: ZYX
+    typename: str
+    stored: str
+
+    @property
+    def origin_block(self) -> ZYX:
+        """Block coordinate of chunk (0, 0, 0)."""
+        return tuple(o // b for o, b in zip(self.origin, self.block_shape))  # type: ignore[return-value]
+
+    @property
+    def grid(self) -> ZYX:
+        """Chunks per axis."""
+        return tuple(s // b for s, b in zip(self.shape, self.block_shape))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A DVID voxel instance seen as a multiscale zarr group (pinned at open time).
+
+    Attributes
+    ----------
+    server : str
+        Server root URL.
+    uuid : str
+        Full node UUID.
+    instance : str
+        Instance name (level 0).
+    typename : str
+        DVID type (``"uint8blk"``, ``"labelmap"``, ...).
+    dtype : str
+        numpy dtype string (little-endian).
+    voxel_size : (float, float, float)
+        Level-0 voxel size, (z, y, x).
+    units : (str, str, str)
+        DVID's unit names, (z, y, x).
+    min_point, max_point : (int, int, int) or None
+        Level-0 extents (inclusive voxel corners) when the layout was read.
+    supervoxels : bool
+        labelmap: supervoxel ids instead of body ids.
+    levels : tuple of Level
+        The pyramid, level 0 first.
+    """
+
+    server: str
+    uuid: str
+    instance: str
+    typename: str
+    dtype: str
+    voxel_size: tuple[float, float, float]
+    units: tuple[str, str, str]
+    min_point: ZYX | None
+    max_point: ZYX | None
+    supervoxels: bool
+    levels: tuple[Level, ...]
+
+    @property
+    def block_shape(self) -> ZYX:
+        return self.levels[0].block_shape
+
+    def level(self, path_or_index: str | int) -> Level:
+        """The level by array path (``"1"``) or index (``1``)."""
+        key = str(path_or_index)
+        for level in self.levels:
+            if level.path == key:
+                return level
+        raise DvidInputError(
+            f"{self.instance!r} has no scale {key!r}; available: {', '.join(l.path for l in self.levels)}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _zyx(values: Any) -> ZYX | None:
+    if values is None:
+        return None
+    x, y, z = (int(v) for v in values)
+    return z, y, x
+
+
+def _extent_box(min_point: ZYX | None, max_point: ZYX | None, factor: int, block: ZYX) -> tuple[ZYX, ZYX]:
+    """Block-aligned (origin, shape) of inclusive level-0 extents seen at ``factor``."""
+    if min_point is None or max_point is None:
+        return (0, 0, 0), (0, 0, 0)
+    origin, shape = [], []
+    for lo, hi, b in zip(min_point, max_point, block):
+        lo_s, hi_s = lo // factor, hi // factor
+        start = (lo_s // b) * b
+        stop = -((-(hi_s + 1)) // b) * b
+        origin.append(start)
+        shape.append(max(stop - start, 0))
+    return tuple(origin), tuple(shape)  # type: ignore[return-value]
+
+
+def discover_layout(node: Node, instance: str, *, supervoxels: bool = False, info: Mapping[str, Any] | None = None) -> Layout:
+    """Read an instance's layout from DVID.
+
+    Parameters
+    ----------
+    node : Node
+        The version.
+    instance : str
+        A labelmap or imageblk-family instance.
+    supervoxels : bool
+        labelmap only.
+    info : mapping, optional
+        The instance's ``/info`` if already fetched.
+
+    Raises
+    ------
+    UnsupportedError
+        The instance is of another type.
+    DvidInputError
+        ``supervoxels`` for a non-labelmap instance.
+    """
+    from ..blocks import _Stored
+
+    info = info if info is not None else node.typeinfo(instance)
+    typename = info["Base"]["TypeName"]
+    if typename not in VOXEL_TYPES and typename not in LABEL_TYPES:
+        supported = ", ".join([*VOXEL_TYPES, *LABEL_TYPES])
+        raise UnsupportedError(
+            f"instance {instance!r} is a {typename}; only these types open as arrays: {supported}"
+        )
+    if supervoxels and typename not in LABEL_TYPES:
+        raise DvidInputError(f"supervoxels=True applies to labelmap instances; {instance!r} is a {typename}")
+    extended = info["Extended"]
+    block = tuple(int(v) for v in reversed(extended["BlockSize"]))
+    voxel_size = tuple(float(v) for v in reversed(extended.get("VoxelSize") or (1, 1, 1)))
+    units = tuple(str(u) for u in reversed(extended.get("VoxelUnits") or ("", "", "")))
+    min_point, max_point = _zyx(extended.get("MinPoint")), _zyx(extended.get("MaxPoint"))
+    dtype = (VOXEL_TYPES.get(typename) or LABEL_TYPES[typename]).str
+    stored = _Stored.from_info(info).kind
+    levels: list[Level] = []
+    if typename in LABEL_TYPES:
+        for s in range(int(extended.get("MaxDownresLevel") or 0) + 1):
+            origin, shape = _extent_box(min_point, max_point, 2**s, block)  # type: ignore[arg-type]
+            levels.append(Level(str(s), instance, s, 2**s, origin, shape, block, typename, stored))  # type: ignore[arg-type]
+    else:
+        origin, shape = _extent_box(min_point, max_point, 1, block)  # type: ignore[arg-type]
+        levels.append(Level("0", instance, 0, 1, origin, shape, block, typename, stored))  # type: ignore[arg-type]
+        names = node.instances()
+        s = 1
+        while names.get(f"{instance}_{s}") == typename:
+            name = f"{instance}_{s}"
+            linfo = node.typeinfo(name)
+            lext = linfo["Extended"]
+            lblock = tuple(int(v) for v in reversed(lext["BlockSize"]))
+            lmin, lmax = _zyx(lext.get("MinPoint")), _zyx(lext.get("MaxPoint"))
+            origin, shape = _extent_box(lmin, lmax, 1, lblock)  # type: ignore[arg-type]
+            levels.append(
+                Level(str(s), name, 0, 2**s, origin, shape, lblock, typename, _Stored.from_info(linfo).kind)  # type: ignore[arg-type]
+            )
+            s += 1
+    return Layout(
+        server=node.transport.base_url,
+        uuid=node.uuid,
+        instance=instance,
+        typename=typename,
+        dtype=dtype,
+        voxel_size=voxel_size,  # type: ignore[arg-type]
+        units=units,  # type: ignore[arg-type]
+        min_point=min_point,
+        max_point=max_point,
+        supervoxels=bool(supervoxels),
+        levels=tuple(levels),
+    )
+
+
+# ------------------------------------------------------------------ documents
+def _level_transform(layout: Layout, level: Level) -> tuple[list[float], list[float]]:
+    """OME-Zarr (scale, translation) of a level, (z, y, x), physical units."""
+    f = level.factor
+    scale = [v * f for v in layout.voxel_size]
+    translation = [(o * f + (f - 1) / 2) * v for o, v in zip(level.origin, layout.voxel_size)]
+    return scale, translation
+
+
+def _dvid_attributes(layout: Layout, level: Level | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "server": layout.server,
+        "uuid": layout.uuid,
+        "instance": layout.instance,
+        "type": layout.typename,
+        "block_size": list(layout.block_shape),
+        "min_point": list(layout.min_point) if layout.min_point is not None else None,
+        "max_point": list(layout.max_point) if layout.max_point is not None else None,
+        "voxel_size": list(layout.voxel_size),
+        "voxel_units": list(layout.units),
+        "supervoxels": layout.supervoxels,
+        "axes": ["z", "y", "x"],
+    }
+    if level is not None:
+        scale, translation = _level_transform(layout, level)
+        attrs.update(
+            level=int(level.path),
+            level_instance=level.instance,
+            scale=level.scale,
+            block_size=list(level.block_shape),
+            offset=list(level.origin),
+            level_voxel_size=scale,
+            translation=translation,
+        )
+    return attrs
+
+
+def array_document(layout: Layout, level: Level) -> dict[str, Any]:
+    """The ``zarr.json`` of one level's array, as JSON-ready data (zarr-normalised)."""
+    dtype = np.dtype(layout.dtype)
+    doc = {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": list(level.shape),
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(level.block_shape)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0,
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {"dvid": _dvid_attributes(layout, level)},
+        "dimension_names": ["z", "y", "x"],
+    }
+    return normalised_document(doc)
+
+
+def _ome(layout: Layout) -> dict[str, Any]:
+    axes = []
+    for name, unit in zip("zyx", layout.units):
+        axis: dict[str, Any] = {"name": name, "type": "space"}
+        if normalise_unit(unit):
+            axis["unit"] = normalise_unit(unit)
+        axes.append(axis)
+    datasets = []
+    for level in layout.levels:
+        scale, translation = _level_transform(layout, level)
+        datasets.append(
+            {
+                "path": level.path,
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": scale},
+                    {"type": "translation", "translation": translation},
+                ],
+            }
+        )
+    kind = "labels" if layout.typename in LABEL_TYPES else "image"
+    return {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": layout.instance,
+                "axes": axes,
+                "datasets": datasets,
+                "type": "mode" if kind == "labels" else "mean",
+                "metadata": {"source": "DVID", "kind": kind},
+            }
+        ],
+    }
+
+
+def group_document(layout: Layout) -> dict[str, Any]:
+    """The group's ``zarr.json``: OME-Zarr 0.5 ``multiscales``, a ``dvid`` block, inline consolidated metadata."""
+    doc = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {"ome": _ome(layout), "dvid": _dvid_attributes(layout, None)},
+        "consolidated_metadata": {
+            "kind": "inline",
+            "must_understand": False,
+            "metadata": {level.path: array_document(layout, level) for level in layout.levels},
+        },
+    }
+    return normalised_document(doc)
+
+
+def normalised_document(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``zarr.json`` document as zarr itself would write it (for equality tests).
+
+    Raises
+    ------
+    DvidInputError
+        Not a valid zarr v3 document.
+    """
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import GroupMetadata
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    try:
+        if doc.get("node_type") == "array":
+            meta: Any = ArrayV3Metadata.from_dict(dict(doc))
+        elif doc.get("node_type") == "group":
+            meta = GroupMetadata.from_dict(dict(doc))
+        else:
+            raise ValueError(f"node_type {doc.get('node_type')!r}")
+    except Exception as exc:
+        raise DvidInputError(f"not a zarr v3 metadata document: {exc}") from None
+    data = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+    return json.loads(data)
+
+
+def metadata_documents(layout: Layout, scale: int | None) -> dict[str, bytes]:
+    """Every metadata key of the store and its bytes.
+
+    Parameters
+    ----------
+    layout : Layout
+        The instance.
+    scale : int or None
+        ``None``: the multiscale group (``zarr.json``, ``"<level>/zarr.json"``);
+        an int: that level alone as the root array (``zarr.json``).
+    """
+    if scale is None:
+        docs = {"zarr.json": group_document(layout)}
+        for level in layout.levels:
+            docs[f"{level.path}/zarr.json"] = array_document(layout, level)
+    else:
+        docs = {"zarr.json": array_document(layout, layout.level(scale))}
+    return {key: json.dumps(doc, indent=2).encode() for key, doc in docs.items()}
+
+
+def physical_axis(layout: Layout, level: Level, axis: int) -> tuple[float, float]:
+    """(start, step) of the physical coordinate of array indices along ``axis`` (0=z)."""
+    scale, translation = _level_transform(layout, level)
+    return translation[axis], scale[axis]
+

@@ -1,0 +1,514 @@
+"""``DvidStore``: a DVID voxel instance as a zarr v3 store (chunk = DVID block).
+
+The store never speaks HTTP: metadata documents are synthesised from a pinned
+:class:`~dvid_store.zarr.metadata.Layout`, and chunk keys become block reads and
+writes of :class:`~dvid_store.blocks.BlockIO`, batched by
+:class:`~dvid_store.zarr.coalesce.Batcher` and run in a thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
+
+from ..blocks import DEFAULT_MAX_BLOCKS, BlockIO, shared_node
+from ..errors import DvidInputError, LockedNodeError, UnsupportedError
+from .coalesce import Batcher, io_executor
+from .metadata import Layout, Level, discover_layout, metadata_documents, normalised_document
+
+if TYPE_CHECKING:
+    from zarr.core.buffer import Buffer, BufferPrototype
+
+    from ..node import Node
+
+__all__ = ["DvidStore"]
+
+ZYX = tuple[int, int, int]
+
+
+class DvidStore(Store):
+    """A DVID labelmap or imageblk instance as a zarr v3 store.
+
+    With ``scale=None`` (the default) the store is a group whose arrays ``"0"``,
+    ``"1"``, ... are the instance's scale levels (labelmap: scales
+    0..MaxDownresLevel; grayscale: instances ``name``, ``name_1``, ...), with
+    OME-Zarr 0.5 ``multiscales`` attributes and inline consolidated metadata. With
+    ``scale=k`` the store's root is that level's array.
+
+    Each array has chunk shape = DVID block size, dimension names ``z, y, x``, fill
+    value 0 and the plain little-endian ``bytes`` codec; index 0 is the block-aligned
+    minimum point of the instance's extents (attribute ``dvid.offset``), so negative
+    DVID coordinates are reachable. Missing blocks read as 0.
+
+    Writes: a full chunk becomes a block write (zeros included: a zarr ``delete`` of
+    a chunk writes a zero block, so stale data never survives). Writing metadata that
+    differs from the synthesised documents, ``mode="w"`` and deleting metadata are
+    refused; DVID data is never wiped. A committed node opens read-only.
+
+    Parameters
+    ----------
+    node : Node
+        The version.
+    instance : str
+        Instance name (labelmap or uint8blk/uint16blk/uint32blk/uint64blk/float32blk).
+    scale : int, optional
+        Present one level as the root array instead of the multiscale group.
+    supervoxels : bool
+        labelmap: read supervoxel ids instead of body ids.
+    read_only : bool, optional
+        Default: read-only exactly when the node is committed (and the instance versioned).
+    compression : str, optional
+        Transfer encoding of block reads (see :class:`~dvid_store.blocks.BlockIO`).
+    max_blocks : int
+        Largest number of blocks per DVID request.
+    layout : Layout, optional
+        A layout read before (skips the ``/info`` requests).
+
+    Notes
+    -----
+    The layout (origin, shape, levels) is read when the store is made and then pinned,
+    also across pickling, so chunk keys keep naming the same blocks. Open a new store
+    to see extents that grew since.
+
+    Gets that zarr issues together become one ``/specificblocks`` request; zarr issues
+    at most ``zarr.config["async.concurrency"]`` (default 10) at a time, so raise that
+    setting for bigger batches, or use :func:`dvid_store.open_dask`, which reads whole
+    dask chunks per request.
+    """
+
+    supports_writes: bool = True
+    supports_deletes: bool = True
+    supports_listing: bool = True
+    supports_partial_writes: bool = False
+
+    def __init__(
+        self,
+        node: Node,
+        instance: str,
+        *,
+        scale: int | None = None,
+        supervoxels: bool = False,
+        read_only: bool | None = None,
+        compression: str | None = None,
+        max_blocks: int = DEFAULT_MAX_BLOCKS,
+        layout: Layout | None = None,
+        _locked: bool | None = None,
+    ) -> None:
+        if layout is None:
+            info = node.typeinfo(instance)
+            layout = discover_layout(node, instance, supervoxels=supervoxels, info=info)
+            versioned = bool(info["Base"].get("Versioned", True))
+        else:
+            versioned = True
+        if scale is not None:
+            layout.level(scale)  # validates
+        locked = _locked if _locked is not None else (versioned and node.locked)
+        super().__init__(read_only=bool(read_only) or locked)
+        self._node = node
+        self._instance = instance
+        self._scale = None if scale is None else int(scale)
+        self._supervoxels = bool(supervoxels)
+        self._compression = compression
+        self._max_blocks = int(max_blocks)
+        self._layout = layout
+        self._locked = locked
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._docs = metadata_documents(self._layout, self._scale)
+        self._doc_json = {k: json.loads(v) for k, v in self._docs.items()}
+        self._io: dict[str, BlockIO] = {}
+        self._readers: dict[str, Batcher[ZYX, np.ndarray | None]] = {}
+        self._writers: dict[str, Batcher[tuple[ZYX, np.ndarray], None]] = {}
+        self._is_open = True
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> DvidStore:
+        """Open ``dvid://host:port/<uuid|prefix|uuid:branch>/<instance>[/<level>]``.
+
+        A trailing level number is the same as ``scale=level``. ``kwargs`` go to the
+        constructor, plus ``user``, ``app``, ``token`` and ``scheme`` for the connection.
+        """
+        from ..fs import parse_url
+
+        parsed = parse_url(url)
+        conn = {k: kwargs.pop(k) for k in ("user", "app", "token", "scheme") if k in kwargs}
+        node = parsed.node(**conn)
+        if parsed.key:
+            if kwargs.get("scale") is not None or not parsed.key.isdigit():
+                raise DvidInputError(f"{url!r}: after the instance only a level number may follow")
+            kwargs["scale"] = int(parsed.key)
+        return cls(node, parsed.instance, **kwargs)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def node(self) -> Node:
+        return self._node
+
+    @property
+    def instance(self) -> str:
+        return self._instance
+
+    @property
+    def layout(self) -> Layout:
+        """The pinned layout (levels, origins, shapes)."""
+        return self._layout
+
+    @property
+    def scale(self) -> int | None:
+        return self._scale
+
+    @property
+    def supervoxels(self) -> bool:
+        return self._supervoxels
+
+    @property
+    def locked(self) -> bool:
+        """Whether the node was committed when the store was opened."""
+        return self._locked
+
+    def _config(self) -> tuple[Any, ...]:
+        return (
+            self._node, self._instance, self._scale, self._supervoxels, self.read_only,
+            self._compression, self._max_blocks, self._layout,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DvidStore) and other._config() == self._config()
+
+    def __hash__(self) -> int:
+        return hash((self._node, self._instance, self._scale, self._supervoxels, self.read_only))
+
+    def __repr__(self) -> str:
+        extra = f", scale={self._scale}" if self._scale is not None else ""
+        extra += ", supervoxels=True" if self._supervoxels else ""
+        extra += ", read_only=True" if self.read_only else ""
+        return f"DvidStore({self._layout.server!r}, {self._node.uuid[:8]!r}, {self._instance!r}{extra})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "node": self._node, "instance": self._instance, "scale": self._scale,
+            "supervoxels": self._supervoxels, "read_only": self._read_only, "locked": self._locked,
+            "compression": self._compression, "max_blocks": self._max_blocks, "layout": self._layout,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._node = shared_node(state["node"])
+        self._instance = state["instance"]
+        self._scale = state["scale"]
+        self._supervoxels = state["supervoxels"]
+        self._read_only = state["read_only"]
+        self._locked = state["locked"]
+        self._compression = state["compression"]
+        self._max_blocks = state["max_blocks"]
+        self._layout = state["layout"]
+        self._init_runtime()
+
+    def with_read_only(self, read_only: bool = False) -> DvidStore:
+        """The same store, read-only or not (a committed node stays read-only)."""
+        return type(self)(
+            self._node, self._instance, scale=self._scale, supervoxels=self._supervoxels,
+            read_only=read_only, compression=self._compression, max_blocks=self._max_blocks,
+            layout=self._layout, _locked=self._locked,
+        )
+
+    async def _open(self) -> None:
+        self._is_open = True
+
+    def _check_writable(self) -> None:
+        if self._locked:
+            raise LockedNodeError(
+                "POST", self._node.transport.url(self._node.path(self._instance)), None,
+                f"node {self._node.uuid} is committed (locked), so writing to {self._instance!r} is refused; "
+                "write to a new version instead: node.new_version() or node.branch(name)",
+            )
+        if self.read_only:
+            raise ValueError(
+                f"{self!r} was opened read-only; open it with read_only=False (or zarr mode 'r+'/'a') to write"
+            )
+
+    # ---------------------------------------------------------------- keys
+    def _levels(self) -> list[tuple[str, Level]]:
+        """(key prefix, level) of every array in the store."""
+        if self._scale is not None:
+            return [("", self._layout.level(self._scale))]
+        return [(f"{level.path}/", level) for level in self._layout.levels]
+
+    def _chunk(self, key: str) -> tuple[Level, ZYX] | None:
+        """The (level, block coordinate) of a chunk key inside its grid, else ``None``."""
+        if self._scale is not None:
+            head, rest = self._layout.level(self._scale), key
+        else:
+            path, sep, rest = key.partition("/")
+            if not sep:
+                return None
+            try:
+                head = self._layout.level(path)
+            except DvidInputError:
+                return None
+        parts = rest.split("/")
+        if len(parts) != 4 or parts[0] != "c":
+            return None
+        try:
+            index = tuple(int(p) for p in parts[1:])
+        except ValueError:
+            return None
+        if any(i < 0 or i >= n or str(i) != p for i, n, p in zip(index, head.grid, parts[1:])):
+            return None
+        origin = head.origin_block
+        return head, (origin[0] + index[0], origin[1] + index[1], origin[2] + index[2])
+
+    def _key(self, prefix: str, level: Level, coord: ZYX) -> str:
+        o = level.origin_block
+        return f"{prefix}c/{coord[0] - o[0]}/{coord[1] - o[1]}/{coord[2] - o[2]}"
+
+    def _block_io(self, level: Level) -> BlockIO:
+        io = self._io.get(level.path)
+        if io is None:
+            io = BlockIO(
+                self._node, level.instance, typename=level.typename, block_shape=level.block_shape,
+                scale=level.scale, supervoxels=self._supervoxels, compression=self._compression,
+                stored=level.stored, max_blocks=self._max_blocks,
+            )
+            self._io[level.path] = io
+        return io
+
+    def _reader(self, level: Level) -> Batcher[ZYX, np.ndarray | None]:
+        reader = self._readers.get(level.path)
+        if reader is None:
+            io = self._block_io(level)
+
+            def read(coords: list[ZYX]) -> list[np.ndarray | None]:
+                found = io.read(coords)
+                return [found.get(c) for c in coords]
+
+            reader = self._readers[level.path] = Batcher(read, max_items=io.blocks_per_request)
+        return reader
+
+    def _writer(self, level: Level) -> Batcher[tuple[ZYX, np.ndarray], None]:
+        writer = self._writers.get(level.path)
+        if writer is None:
+            io = self._block_io(level)
+
+            def write(items: list[tuple[ZYX, np.ndarray]]) -> list[None]:
+                io.write(dict(items))
+                return [None] * len(items)
+
+            writer = self._writers[level.path] = Batcher(write, max_items=io.blocks_per_request)
+        return writer
+
+    # ---------------------------------------------------------------- reads
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        """The bytes of a metadata document or chunk; ``None`` if absent (missing block)."""
+        doc = self._docs.get(key)
+        if doc is not None:
+            return prototype.buffer.from_bytes(_byte_slice(doc, byte_range))
+        parsed = self._chunk(key)
+        if parsed is None:
+            return None
+        level, coord = parsed
+        block = await self._reader(level).submit(coord)
+        if block is None:
+            return None
+        data = block.reshape(-1).view(np.uint8)
+        return prototype.buffer.from_array_like(_byte_slice(data, byte_range))
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
+        """Several (key, byte range) reads at once; the chunk reads share requests."""
+        import asyncio
+
+        return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
+
+    async def exists(self, key: str) -> bool:
+        """Metadata documents exist; a chunk exists when DVID holds its block."""
+        if key in self._docs:
+            return True
+        parsed = self._chunk(key)
+        if parsed is None:
+            return False
+        return await self._reader(parsed[0]).submit(parsed[1]) is not None
+
+    async def getsize(self, key: str) -> int:
+        doc = self._docs.get(key)
+        if doc is not None:
+            return len(doc)
+        if await self.exists(key):
+            level, _ = self._chunk(key)  # type: ignore[misc]
+            return self._block_io(level).block_nbytes
+        raise FileNotFoundError(key)
+
+    # --------------------------------------------------------------- writes
+    async def set(self, key: str, value: Buffer) -> None:
+        """Write a whole chunk as a DVID block; metadata writes must match the synthesised documents."""
+        self._check_writable()
+        if key in self._docs:
+            self._check_same_metadata(key, value.to_bytes())
+            return
+        parsed = self._chunk(key)
+        if parsed is None:
+            raise DvidInputError(
+                f"{key!r} is not a chunk of {self!r}: a DVID store holds only the blocks of its "
+                "arrays' chunk grids and its synthesised zarr.json documents"
+            )
+        level, coord = parsed
+        io = self._block_io(level)
+        raw = value.as_numpy_array()
+        if raw.nbytes != io.block_nbytes:
+            raise DvidInputError(
+                f"chunk {key!r} must be one whole DVID block of {io.block_nbytes} bytes, got {raw.nbytes}"
+            )
+        block = raw.reshape(-1).view(np.uint8).view(io.dtype).reshape(io.block_shape)
+        await self._writer(level).submit((coord, block))
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        if not await self.exists(key):
+            await self.set(key, value)
+
+    def _check_same_metadata(self, key: str, data: bytes) -> None:
+        try:
+            incoming = normalised_document(json.loads(data))
+        except (ValueError, DvidInputError) as exc:
+            raise DvidInputError(f"refusing to write {key!r}: {exc}") from None
+        current = self._doc_json[key]
+        if incoming != current:
+            changed = sorted(k for k in set(incoming) | set(current) if incoming.get(k) != current.get(k))
+            raise DvidInputError(
+                f"refusing to write {key!r}: the metadata of a DVID store is synthesised from the "
+                f"instance and cannot be changed (differs in: {', '.join(changed)}). Shape, dtype, chunks, "
+                "codecs and attributes come from DVID; to make new data use dvid_store.create_array()"
+            )
+
+    async def delete(self, key: str) -> None:
+        """Deleting a chunk writes a zero block (DVID then reads 0 there); metadata cannot be deleted."""
+        self._check_writable()
+        if key in self._docs:
+            raise DvidInputError(f"refusing to delete {key!r}: the metadata of a DVID store cannot be deleted")
+        parsed = self._chunk(key)
+        if parsed is None:
+            return
+        level, coord = parsed
+        io = self._block_io(level)
+        await self._writer(level).submit((coord, np.zeros(io.block_shape, io.dtype)))
+
+    async def delete_dir(self, prefix: str) -> None:
+        """Refused: deleting a directory (zarr ``mode="w"``, ``clear``) would wipe DVID data."""
+        self._check_writable()
+        what = repr(prefix) if prefix else "the whole store"
+        raise UnsupportedError(
+            f"refusing to delete {what} of {self!r}: dvid_store never wipes DVID data. "
+            "Open existing data with mode 'r+' or 'a' and write into it, or make a new instance with "
+            "dvid_store.create_array() (zarr mode='w' is not supported)"
+        )
+
+    async def clear(self) -> None:
+        await self.delete_dir("")
+
+    # -------------------------------------------------------------- listing
+    async def list(self) -> AsyncIterator[str]:
+        """Every key: the metadata documents, then the chunks DVID holds (this reads them)."""
+        async for key in self.list_prefix(""):
+            yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        """Keys starting with ``prefix``; listing chunks streams the stored blocks (see BlockIO.stored_coords)."""
+        for key in self._docs:
+            if key.startswith(prefix):
+                yield key
+        for head, level in self._levels():
+            chunk_dir = head + "c/"
+            if chunk_dir.startswith(prefix):
+                fixed: tuple[int, ...] | None = ()
+            elif prefix.startswith(chunk_dir):
+                fixed = _fixed_indices(prefix[len(chunk_dir) :].split("/")[:-1])
+            else:
+                continue
+            if fixed is None:
+                continue
+            async for coord in self._stored(level, fixed):
+                key = self._key(head, level, coord)
+                if key.startswith(prefix):
+                    yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        """Names directly under ``prefix`` (documents, level directories, ``c`` and index directories)."""
+        base = prefix.rstrip("/")
+        base = base + "/" if base else ""
+        seen: set[str] = set()
+        for key in self._docs:
+            if key.startswith(base):
+                name = key[len(base) :].split("/", 1)[0]
+                if name not in seen:
+                    seen.add(name)
+                    yield name
+        for head, level in self._levels():
+            if base == head:  # the array's own directory: "c" iff any block is stored
+                async for _ in self._stored(level, ()):
+                    seen.add("c")
+                    yield "c"
+                    break
+            elif base.startswith(head + "c/"):
+                fixed = _fixed_indices(base[len(head) + 2 :].split("/")[:-1])
+                if fixed is None or len(fixed) >= 3:
+                    continue
+                async for coord in self._stored(level, fixed):
+                    key = self._key(head, level, coord)
+                    name = key[len(base) :].split("/", 1)[0]
+                    if name not in seen:
+                        seen.add(name)
+                        yield name
+
+    async def _stored(self, level: Level, fixed: tuple[int, ...]) -> AsyncIterator[ZYX]:
+        """Stored blocks of a level's grid whose leading chunk indices are ``fixed`` (in the I/O pool)."""
+        import asyncio
+
+        if 0 in level.shape or any(not 0 <= i < n for i, n in zip(fixed, level.grid)):
+            return
+        io = self._block_io(level)
+        start = list(level.origin)
+        stop = [o + s for o, s in zip(level.origin, level.shape)]
+        for axis, index in enumerate(fixed):
+            start[axis] = level.origin[axis] + index * level.block_shape[axis]
+            stop[axis] = start[axis] + level.block_shape[axis]
+        slabs = io.stored_slabs((tuple(start), tuple(stop)))  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        while True:
+            slab = await loop.run_in_executor(io_executor(), next, slabs, None)
+            if slab is None:
+                return
+            for coord in slab:
+                yield coord
+
+    def close(self) -> None:
+        """Nothing to release: connections belong to the node's transport."""
+        self._is_open = False
+
+
+def _fixed_indices(parts: list[str]) -> tuple[int, ...] | None:
+    """Chunk indices fixed by complete key components; ``None`` if one is not an index."""
+    out = []
+    for part in parts:
+        if not part.isdigit() or str(int(part)) != part:
+            return None
+        out.append(int(part))
+    return tuple(out)
+
+
+def _byte_slice(data: Any, byte_range: ByteRequest | None) -> Any:
+    if byte_range is None:
+        return data
+    n = len(data)
+    if isinstance(byte_range, RangeByteRequest):
+        return data[byte_range.start : min(byte_range.end, n)]
+    if isinstance(byte_range, OffsetByteRequest):
+        return data[byte_range.offset :]
+    if isinstance(byte_range, SuffixByteRequest):
+        return data[max(0, n - byte_range.suffix) :]
+    raise DvidInputError(f"unexpected byte range {byte_range!r}")
