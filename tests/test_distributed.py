@@ -1,0 +1,90 @@
+"""Reading and writing DVID from a dask.distributed LocalCluster with worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from distributed import Client, LocalCluster
+
+from dvid_store import Node
+from dvid_store.create import create_array
+from dvid_store.dask import open_dask, to_dvid
+from dvid_store.zarr import DvidStore
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _worker_connections() -> dict[str, object]:
+    """Runs on a worker: which processes own its dvid_store sessions, and unclosed-resource warnings."""
+    import gc
+    import warnings
+
+    from dvid_store.blocks import _shared_transports
+
+    owners = {key[0] for transport in _shared_transports for key in transport._sessions}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    return {"pid": os.getpid(), "owners": sorted(owners), "transports": len(_shared_transports), "leaks": leaks}
+
+
+def _labels_block(block_info: dict | None = None) -> np.ndarray:
+    """A deterministic block of a few label ids (some beyond 32 bits), seeded by its position."""
+    info = block_info[None]
+    (z0, _), (y0, _), (x0, _) = info["array-location"]
+    rng = np.random.default_rng([z0, y0, x0])
+    ids = np.array([0, 1, 2**33 + 1, 2**62 + 7], dtype=np.uint64)
+    return rng.choice(ids, info["chunk-shape"])
+
+
+def test_read_on_workers(client: Client, dvid_node: Node) -> None:
+    start = (-64, 0, 32)
+    data = np.random.default_rng(31).integers(0, 256, (96, 64, 128), dtype=np.uint8)
+    array = create_array(dvid_node, "gray", (start, tuple(a + n for a, n in zip(start, data.shape))), "uint8")
+    array[:] = data
+    lazy = open_dask(dvid_node, "gray", chunks=(32, 64, 64))
+    np.testing.assert_array_equal(client.compute(lazy).result(), data)
+    # through zarr too: the store travels to the workers as configuration
+    via_zarr = da.from_zarr(zarr.open_array(DvidStore(dvid_node, "gray", scale=0), mode="r"), chunks=(32, 64, 64))
+    np.testing.assert_array_equal(client.compute(via_zarr).result(), data)
+    reports = client.run(_worker_connections)
+    assert len(reports) == 2
+    for report in reports.values():
+        assert report["owners"] == [report["pid"]]  # each worker made its own connections
+        assert report["transports"] == 1  # shared by all tasks of the worker
+        assert report["leaks"] == []
+
+
+def test_many_workers_write_disjoint_regions(client: Client, dvid_node: Node) -> None:
+    box = ((0, 0, 0), (128, 128, 128))
+    create_array(dvid_node, "seg", box, "uint64", block_size=32)
+    source = da.map_blocks(
+        _labels_block, dtype=np.uint64, chunks=((32,) * 4, (64,) * 2, (32,) * 4), meta=np.empty((0, 0, 0), np.uint64)
+    )  # 32 tasks over 2 workers, made on the workers
+    client.compute(to_dvid(source, dvid_node, "seg", compute=False)).result()
+    labels = source.compute(scheduler="threads")
+    assert len(np.unique(labels)) > 1
+    np.testing.assert_array_equal(open_dask(dvid_node, "seg").compute(scheduler="threads"), labels)
+
+
+def test_zarr_writes_from_workers(client: Client, dvid_node: Node) -> None:
+    create_array(dvid_node, "gray", (64, 64, 128), "uint8")
+    target = zarr.open_array(DvidStore(dvid_node, "gray", scale=0), mode="r+")
+    data = np.random.default_rng(33).integers(0, 256, (64, 64, 128), dtype=np.uint8)
+    stored = da.to_zarr(da.from_array(data, chunks=(32, 32, 64)), target, compute=False)
+    client.compute(stored).result()
+    np.testing.assert_array_equal(target[:], data)
+    for report in client.run(_worker_connections).values():
+        assert report["leaks"] == []
