@@ -18,7 +18,8 @@ What DVID v1.0.0 really does here (checked against the server):
   LZ4 instances). Zero-length stored values are skipped like absent blocks.
 * labelmap ``/specificblocks`` takes ``compression=lz4`` (raw LZ4 block of the uint64
   volume, no size prefix), ``gzip``, ``uncompressed`` and ``blocks`` (gzip of DVID's
-  compressed label block; the default). Records come in completion order.
+  compressed label block; DVID's default, sent as stored unless a body mapping must
+  be applied). Records come in completion order.
 * Writing an all-zero block through ``POST /raw`` stores a zero block (imageblk and
   labelmap alike), so zeros really overwrite older data.
 * labelmap ``POST /blocks`` at scale 0 indexes the received blocks as *new* data
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import lz4.block
 import numpy as np
 
+from .codecs.labelblock import decode_gzipped_label_block, encode_gzipped_label_block
 from .errors import DvidInputError, ServerError, UnsupportedError
 from .geometry import Box, aligned_box, as_box, as_zyx, block_coords_in_box, box_shape, split_box, xyz_string
 
@@ -85,9 +87,12 @@ LABEL_TYPES: dict[str, np.dtype] = {"labelmap": np.dtype("<u8")}
 
 #: The transfer encoding of block reads, per family: the one place to change it.
 #: imageblk "uncompressed": DVID decompresses, the client copies (cheapest on fast links).
-#: labelmap "lz4": one fast LZ4 block per record; "blocks" (DVID's own label codec) is
-#: an order of magnitude smaller on the wire but needs :mod:`dvid_store.codecs`.
-DEFAULT_READ_COMPRESSION: dict[str, str] = {"imageblk": "uncompressed", "labelmap": "lz4"}
+#: labelmap "blocks": gzip'd DVID label blocks, sent by DVID as stored (no transcoding)
+#: and decoded by :mod:`dvid_store.codecs.labelblock`; measured on loopback (256³ uint64,
+#: 64³ blocks) it takes 0.10 s for smooth segmentation against 0.18 s for "lz4" (which
+#: DVID must transcode) and 0.18 s for "uncompressed", and 0.27 s against 0.44 s / 0.24 s
+#: for salt-and-pepper labels.
+DEFAULT_READ_COMPRESSION: dict[str, str] = {"imageblk": "uncompressed", "labelmap": "blocks"}
 
 #: Body encoding of labelmap ``POST /raw`` writes: "lz4" (raw LZ4 block) or "none".
 DEFAULT_LABEL_WRITE_COMPRESSION = "lz4"
@@ -158,8 +163,8 @@ class BlockIO:
         labelmap only: read supervoxel ids instead of mapped body ids.
     compression : str, optional
         Transfer encoding of reads; default from :data:`DEFAULT_READ_COMPRESSION`.
-        imageblk: ``"uncompressed"`` or ``"stored"``; labelmap: ``"lz4"``,
-        ``"uncompressed"``, ``"gzip"`` or ``"blocks"``.
+        imageblk: ``"uncompressed"`` or ``"stored"``; labelmap: ``"blocks"``,
+        ``"lz4"``, ``"uncompressed"`` or ``"gzip"``.
     stored : str
         imageblk storage compression (``"lz4"``, ``"gzip"``, ``"none"``), needed only
         for ``compression="stored"``; see :meth:`open`.
@@ -215,8 +220,6 @@ class BlockIO:
                 f"{instance!r} stores its blocks as {stored!r}, which dvid_store does not decode; "
                 "use compression='uncompressed'"
             )
-        if self.compression == "blocks":
-            _label_codec()  # fail now, not in the middle of a read
         if self.max_blocks < 1 or self.max_bytes < 1:
             raise DvidInputError("max_blocks and max_bytes must be positive")
         self.block_nbytes = int(np.prod(self.block_shape)) * self.dtype.itemsize
@@ -377,7 +380,7 @@ class BlockIO:
             elif kind == "gzip":
                 raw = zlib.decompress(payload, 31)
             else:  # "blocks"
-                return _label_codec().decode_gzipped_label_block(payload).reshape(self.block_shape)
+                return decode_gzipped_label_block(payload).reshape(self.block_shape)
         except Exception as exc:  # lz4/zlib/codec errors all mean a corrupt payload
             raise ServerError(
                 "GET", self.node.transport.url(self._path("specificblocks")), 200,
@@ -448,8 +451,6 @@ class BlockIO:
             The node is committed (nothing is sent).
         DvidInputError
             A block has the wrong shape or a dtype that does not fit.
-        UnsupportedError
-            labelmap scale > 0 without the label block codec.
         """
         if not blocks:
             return 0
@@ -544,19 +545,13 @@ class BlockIO:
         self.node.transport.request("POST", path, params=params, data=body)
 
     def _post_label_blocks(self, blocks: Mapping[ZYX, np.ndarray]) -> int:
-        """labelmap ``POST /blocks?scale=s`` of gzip'd DVID label blocks, batched."""
-        if self.supervoxels:
-            raise DvidInputError(
-                "labelmap blocks hold supervoxel ids; open the writer with supervoxels=False "
-                "(writes always store supervoxel ids)"
-            )
-        codec = _label_codec()
+        """labelmap ``POST /blocks?scale=s`` of gzip'd DVID label blocks (supervoxel ids), batched."""
         coords = sorted(blocks)
         sent = 0
         for part in _batches(coords, self.blocks_per_request):
             pieces: list[bytes] = []
             for coord in part:
-                payload = codec.encode_gzipped_label_block(np.ascontiguousarray(blocks[coord], dtype=np.uint64))
+                payload = encode_gzipped_label_block(np.ascontiguousarray(blocks[coord], dtype=np.uint64))
                 pieces.append(_HEADER.pack(coord[2], coord[1], coord[0], len(payload)))
                 pieces.append(payload)
             params = {"scale": self.scale} if self.scale else {}
@@ -588,15 +583,6 @@ def shared_node(node: Node) -> Node:
         return node
     return _Node(DvidClient.from_transport(shared), node.uuid)
 
-
-def _label_codec() -> Any:
-    try:
-        from .codecs import labelblock
-    except ImportError as exc:  # pragma: no cover - the codec ships with the package
-        raise UnsupportedError(
-            f"DVID's label block codec is not available ({exc}); use compression='lz4'"
-        ) from None
-    return labelblock
 
 
 def _fits(data: np.ndarray, dtype: np.dtype) -> bool:

@@ -54,7 +54,7 @@ def test_read_omits_missing_blocks(dvid_node: Node) -> None:
     np.testing.assert_array_equal(found[(-1, 0, 2)], block)
 
 
-@pytest.mark.parametrize("compression", ["lz4", "uncompressed", "gzip"])
+@pytest.mark.parametrize("compression", ["blocks", "lz4", "uncompressed", "gzip"])
 def test_labelmap_transfer_encodings_agree(dvid_node: Node, compression: str) -> None:
     dvid_node.create_instance("labelmap", "seg", block_size=(32, 32, 32))
     rng = np.random.default_rng(2)
@@ -65,6 +65,21 @@ def test_labelmap_transfer_encodings_agree(dvid_node: Node, compression: str) ->
     writer.write_box(labels, (32, 0, -32))
     reader = BlockIO.open(dvid_node, "seg", compression=compression)
     np.testing.assert_array_equal(reader.read_box(((32, 0, -32), (96, 32, 64))), labels)
+
+
+def test_labelmap_scale_blocks_are_written_with_the_label_codec(dvid_node: Node) -> None:
+    dvid_node.create_instance("labelmap", "seg", block_size=(32, 32, 32), max_downres_level=1)
+    level1 = BlockIO.open(dvid_node, "seg", scale=1)
+    rng = np.random.default_rng(12)
+    ids = np.array([0, 5, 2**45 + 9], dtype=np.uint64)
+    data = rng.choice(ids, (32, 64, 32))
+    transport = dvid_node.transport
+    before = transport.requests_sent
+    assert level1.write_box(data, (32, 0, 64)) == 1  # one POST /blocks?scale=1 for both blocks
+    assert transport.requests_sent - before in (1, 2)  # plus perhaps a lock check
+    np.testing.assert_array_equal(level1.read_box(((32, 0, 64), (64, 64, 96))), data)
+    # scale 0 is untouched
+    assert BlockIO.open(dvid_node, "seg").read([(2, 0, 4), (2, 1, 4)]) == {}
 
 
 def test_grayscale_stored_encoding_agrees(dvid_node: Node) -> None:

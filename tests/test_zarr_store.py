@@ -137,6 +137,15 @@ def test_labelmap_round_trip_and_scale_levels(dvid_node: Node) -> None:
         np.testing.assert_array_equal(level_array[index_of(level_array, level_box)], expected)
 
 
+def test_labelmap_lower_scale_written_through_zarr(dvid_node: Node) -> None:
+    create_array(dvid_node, "seg", (128, 128, 128), "uint64", scales=1, block_size=32)
+    group = zarr.open_group(DvidStore(dvid_node, "seg"), mode="r+")
+    small = np.random.default_rng(13).choice(np.array([0, 8, 2**40], np.uint64), (64, 64, 64))
+    group["1"][:] = small
+    np.testing.assert_array_equal(zarr.open_group(DvidStore(dvid_node, "seg"), mode="r")["1"][:], small)
+    np.testing.assert_array_equal(group["0"][:], 0)
+
+
 def test_grayscale_pyramid_of_instances(dvid_node: Node) -> None:
     box = ((0, 0, 0), (64, 64, 128))
     level0 = create_array(dvid_node, "gray", box, "uint8", scales=1, voxel_size=(8, 4, 4))
