@@ -23,38 +23,63 @@ from .errors import (
 from .datatypes.annotations import Annotations
 from .datatypes.graph import LabelGraph
 from .datatypes.keyvalue import KeyValue
+from .datatypes.labels import (
+    CleaveResult,
+    IndexingTimeoutError,
+    Labelarray,
+    Labelblk,
+    Labelmap,
+    Labelvol,
+    SparsevolSize,
+    SplitResult,
+    SplitSupervoxelResult,
+)
 from .datatypes.roi import Roi, Substack
 from .datatypes.tiles import TileLevel, TileMetadata, Tiles
+from .datatypes.volume import VolumeInstance
+from .datatypes.voxels import RGBA8, Voxels
 from .node import Node
 from .repo import RepoInfo, VersionInfo
 from .transport import RetryPolicy
 
 __all__ = [
     "Annotations",
-    "KeyValue",
-    "LabelGraph",
-    "Roi",
-    "Substack",
-    "TileLevel",
-    "TileMetadata",
-    "Tiles",
     "AuthError",
     "BadRequestError",
+    "CleaveResult",
     "DvidClient",
     "DvidConnectionError",
     "DvidError",
     "DvidHTTPError",
     "DvidInputError",
+    "IndexingTimeoutError",
+    "KeyValue",
+    "LabelGraph",
+    "Labelarray",
+    "Labelblk",
+    "Labelmap",
+    "Labelvol",
     "LockedNodeError",
     "Node",
     "NotFoundError",
+    "RGBA8",
     "RepoInfo",
     "RetryPolicy",
+    "Roi",
     "ServerBusyError",
     "ServerError",
+    "SparsevolSize",
+    "SplitResult",
+    "SplitSupervoxelResult",
+    "Substack",
+    "TileLevel",
+    "TileMetadata",
+    "Tiles",
     "UnknownInstanceError",
     "UnknownNodeError",
     "UnsupportedError",
     "VersionInfo",
+    "VolumeInstance",
+    "Voxels",
     "__version__",
 ]

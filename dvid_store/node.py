@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .datatypes.annotations import Annotations
     from .datatypes.graph import LabelGraph
     from .datatypes.keyvalue import KeyValue
-    from .datatypes.labels import Labelarray, Labelblk, Labelmap
+    from .datatypes.labels import Labelarray, Labelblk, Labelmap, Labelvol
     from .datatypes.roi import Roi
     from .datatypes.tiles import Tiles
     from .datatypes.voxels import Voxels
@@ -255,6 +255,12 @@ class Node:
         from .datatypes.labels import Labelarray
 
         return Labelarray(self, name)
+
+    def labelvol(self, name: str) -> Labelvol:
+        """The (legacy) labelvol instance ``name``: sparse volumes of a synced labelblk."""
+        from .datatypes.labels import Labelvol
+
+        return Labelvol(self, name)
 
     def roi(self, name: str) -> Roi:
         """The roi instance ``name``."""

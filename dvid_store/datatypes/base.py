@@ -115,6 +115,7 @@ _ACCESSORS = {
     "labelmap": "labelmap",
     "labelblk": "labelblk",
     "labelarray": "labelarray",
+    "labelvol": "labelvol",
     "roi": "roi",
     "imagetile": "tiles",
     "annotation": "annotations",
