@@ -28,11 +28,12 @@ What DVID v1.0.0 really does here (checked against the server):
   carry no label index, and ``POST /blocks?scale=s`` is the only way to write them.
 * labelmap ``POST /raw`` recomputes scales 1..MaxDownresLevel synchronously; label
   indexing finishes asynchronously after the answer.
-* labelmap down-resolution in v1.0.0 breaks on negative block coordinates: a
-  ``POST /raw`` touching negative y or z blocks of an instance with MaxDownresLevel ≥ 1
-  (or negative x with MaxDownresLevel ≥ 2) answers HTTP 500 ("index out of range
-  [-1]") after storing the scale-0 blocks. Keep multi-scale labelmaps in the positive
-  octant.
+* labelmap down-resolution in v1.0.0 mishandles negative block coordinates: a
+  ``POST /raw`` of blocks at negative coordinates into an instance with
+  MaxDownresLevel ≥ 1 often answers HTTP 500 ("index out of range [-1]"; e.g. any
+  lone block at index -1, or block -2 once MaxDownresLevel ≥ 2) after storing the
+  scale-0 blocks, and the lower scales are then missing. Keep multi-scale labelmaps in
+  the positive octant.
 
 Which transfer encoding a read uses is the one parameter ``compression`` (defaults in
 :data:`DEFAULT_READ_COMPRESSION`); labelmap writes send their bodies as
@@ -256,7 +257,10 @@ class BlockIO:
     def __repr__(self) -> str:
         extra = f", scale={self.scale}" if self.scale else ""
         extra += ", supervoxels=True" if self.supervoxels else ""
-        return f"BlockIO({self.instance!r}, {self.typename}, block_shape={self.block_shape}{extra}, node={self.node.uuid[:8]!r})"
+        return (
+            f"BlockIO({self.instance!r}, {self.typename}, block_shape={self.block_shape}{extra}, "
+            f"node={self.node.uuid[:8]!r})"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -524,11 +528,13 @@ class BlockIO:
             data = np.ascontiguousarray(blocks[start_block])
         else:
             data = np.empty(shape, self.dtype)
+            # one copy per block (a handful to ~1000 per request), never per voxel
+            view = data.reshape(nblocks[0], bs[0], nblocks[1], bs[1], nblocks[2], bs[2])
             for dz in range(nblocks[0]):
                 for dy in range(nblocks[1]):
                     for dx in range(nblocks[2]):
                         coord = (start_block[0] + dz, start_block[1] + dy, start_block[2] + dx)
-                        data[dz * bs[0] : (dz + 1) * bs[0], dy * bs[1] : (dy + 1) * bs[1], dx * bs[2] : (dx + 1) * bs[2]] = blocks[coord]
+                        view[dz, :, dy, :, dx, :] = blocks[coord]
         self._post_raw(tuple(c * b for c, b in zip(start_block, bs)), data)  # type: ignore[arg-type]
 
     def _post_raw(self, start: ZYX, data: np.ndarray) -> None:

@@ -140,7 +140,9 @@ def create_array(
     names = [name] + ([f"{name}_{s}" for s in range(1, scales + 1)] if typename not in LABEL_TYPES else [])
     taken = [n for n in names if n in existing]
     if taken:
-        raise DvidInputError(f"instance(s) {', '.join(map(repr, taken))} already exist on node {node.uuid[:8]}; choose another name")
+        raise DvidInputError(
+            f"instance(s) {', '.join(map(repr, taken))} already exist on node {node.uuid[:8]}; choose another name"
+        )
 
     common = {"voxel_units": units, **settings}
     if typename in LABEL_TYPES:

@@ -43,7 +43,9 @@ ZYX = tuple[int, int, int]
 DEFAULT_CHUNK_BYTES = 64 << 20
 
 
-def resolve_target(url_or_node: str | Node, instance: str | None, scale: int | None, **conn: Any) -> tuple[Node, str, int]:
+def resolve_target(
+    url_or_node: str | Node, instance: str | None, scale: int | None, **conn: Any
+) -> tuple[Node, str, int]:
     """(node, instance, scale) from a ``dvid://`` URL or a node and an instance name.
 
     A URL may end in a level number (``dvid://host:port/uuid/grayscale/1``), which
@@ -163,7 +165,8 @@ class VolumeWriter:
 
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
         bounds, after = _normalise_key(key, self.shape)
-        if any(a != slice(None) for a in after) or any(isinstance(k, (int, np.integer)) for k in (key if isinstance(key, tuple) else (key,))):
+        keys = key if isinstance(key, tuple) else (key,)
+        if any(a != slice(None) for a in after) or any(isinstance(k, (int, np.integer)) for k in keys):
             raise DvidInputError("DVID volumes are written by boxes: use slices with step 1")
         value = np.asarray(value)
         start = tuple(o + s.start for o, s in zip(self.origin, bounds))
@@ -181,7 +184,9 @@ class VolumeWriter:
         self.io.write_box(data, outer[0])
 
 
-def default_chunks(shape: Sequence[int], block_shape: Sequence[int], itemsize: int, target_bytes: int = DEFAULT_CHUNK_BYTES) -> ZYX:
+def default_chunks(
+    shape: Sequence[int], block_shape: Sequence[int], itemsize: int, target_bytes: int = DEFAULT_CHUNK_BYTES
+) -> ZYX:
     """The default dask chunk: the most cubic box of whole blocks not above ``target_bytes``.
 
     Never smaller than one block; clipped to the array's block grid.
@@ -358,8 +363,10 @@ def to_dvid(
     if any(math.isnan(n) for n in array.shape):
         raise DvidInputError("the array has unknown chunk sizes; call array.compute_chunk_sizes() first")
     src, dst = np.dtype(array.dtype), io.dtype
-    if not (np.can_cast(src, dst, "safe") or src == bool or (src.kind in "iu" and dst.kind in "iu")):
-        raise DvidInputError(f"cannot write {src} data into {level.typename} {instance!r} ({dst}) without losing values")
+    if not (np.can_cast(src, dst, "safe") or src.kind == "b" or (src.kind in "iu" and dst.kind in "iu")):
+        raise DvidInputError(
+            f"cannot write {src} data into {level.typename} {instance!r} ({dst}) without losing values"
+        )
     io.node.require_writable(f"writing to {instance!r}")
     start = as_zyx(offset if offset is not None else level.origin, "offset")
     if not _aligned(array.chunks, start, level.block_shape):

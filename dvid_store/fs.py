@@ -261,7 +261,8 @@ class DvidFileSystem(AsyncFileSystem):
             if child in store._docs:
                 entries.append({"name": full, "size": len(store._docs[child]), "type": "file"})
             elif store._chunk(child) is not None:
-                entries.append({"name": full, "size": store._block_io(store._chunk(child)[0]).block_nbytes, "type": "file"})
+                level = store._chunk(child)[0]  # type: ignore[index]
+                entries.append({"name": full, "size": store._block_io(level).block_nbytes, "type": "file"})
             else:
                 entries.append({"name": full, "size": 0, "type": "directory"})
         if not entries and not await self._isdir_key(store, key):
@@ -285,7 +286,9 @@ class DvidFileSystem(AsyncFileSystem):
             )
         await store.delete(key)
 
-    async def _rm(self, path: str | list[str], recursive: bool = False, batch_size: int | None = None, **kwargs: Any) -> None:
+    async def _rm(
+        self, path: str | list[str], recursive: bool = False, batch_size: int | None = None, **kwargs: Any
+    ) -> None:
         paths = path if isinstance(path, list) else [path]
         for p in paths:
             store, key = await self._resolve(p)
@@ -313,5 +316,7 @@ class DvidFileSystem(AsyncFileSystem):
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> io.BytesIO:
         if mode != "rb":
-            raise DvidInputError(f"DVID files open for reading only ('rb'), not {mode!r}; write with fs.pipe(path, data)")
+            raise DvidInputError(
+                f"DVID files open for reading only ('rb'), not {mode!r}; write with fs.pipe(path, data)"
+            )
         return io.BytesIO(self.cat_file(path))

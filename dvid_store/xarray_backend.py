@@ -123,10 +123,9 @@ def _dataarray(
         data: Any = indexing.LazilyIndexedArray(DvidBackendArray(VolumeReader(io, level.origin, level.shape)))
         variable = xr.Variable(("z", "y", "x"), data)
     else:
-        variable = xr.Variable(
-            ("z", "y", "x"),
-            open_dask(node, instance, scale, supervoxels, None if chunks in ({}, "auto") else chunks, compression=compression),
-        )
+        dask_chunks = None if chunks in ({}, "auto") else chunks
+        data = open_dask(node, instance, scale, supervoxels, dask_chunks, compression=compression)
+        variable = xr.Variable(("z", "y", "x"), data)
     variable.encoding["preferred_chunks"] = dict(
         zip("zyx", default_chunks(level.shape, level.block_shape, np.dtype(layout.dtype).itemsize, DEFAULT_CHUNK_BYTES))
     )

@@ -91,7 +91,9 @@ def test_grayscale_stored_encoding_agrees(dvid_node: Node) -> None:
     np.testing.assert_array_equal(stored.read_box(((0, 0, 0), volume.shape)), volume)
 
 
-@pytest.mark.parametrize("typename,dtype", [("uint16blk", np.uint16), ("float32blk", np.float32), ("uint64blk", np.uint64)])
+@pytest.mark.parametrize(
+    "typename,dtype", [("uint16blk", np.uint16), ("float32blk", np.float32), ("uint64blk", np.uint64)]
+)
 def test_other_voxel_types(dvid_node: Node, typename: str, dtype: type) -> None:
     dvid_node.create_instance(typename, "vox", block_size=(16, 16, 16))
     io = BlockIO.open(dvid_node, "vox")

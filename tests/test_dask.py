@@ -20,7 +20,8 @@ def _url(server, node: Node, instance: str, suffix: str = "") -> str:
 
 
 def test_default_chunks_are_whole_blocks_of_sensible_size() -> None:
-    for shape, block, itemsize in [((1024,) * 3, (32,) * 3, 1), ((512, 512, 512), (64,) * 3, 8), ((64, 4096, 4096), (32,) * 3, 1)]:
+    cases = [((1024,) * 3, (32,) * 3, 1), ((512, 512, 512), (64,) * 3, 8), ((64, 4096, 4096), (32,) * 3, 1)]
+    for shape, block, itemsize in cases:
         chunks = default_chunks(shape, block, itemsize)
         assert all(c % b == 0 for c, b in zip(chunks, block))
         nbytes = int(np.prod(chunks)) * itemsize

@@ -20,7 +20,6 @@ from dvid_store.zarr.coalesce import Batcher
 from dvid_store.zarr.metadata import normalise_unit
 
 
-
 def merge_labels(node: Node, instance: str, labels: np.ndarray, target: int, other: int) -> None:
     """Merge body ``other`` into ``target`` once DVID's asynchronous label index has caught up."""
     import time
@@ -55,7 +54,9 @@ def index_of(array: zarr.Array, box) -> tuple[slice, ...]:
 
 
 def test_group_metadata_ome_and_consolidated(dvid_node: Node) -> None:
-    dvid_node.create_instance("labelmap", "seg", max_downres_level=2, voxel_size=(40.0, 8.0, 4.0), block_size=(32, 32, 32))
+    dvid_node.create_instance(
+        "labelmap", "seg", max_downres_level=2, voxel_size=(40.0, 8.0, 4.0), block_size=(32, 32, 32)
+    )
     io = BlockIO.open(dvid_node, "seg")
     io.write_box(np.ones((32, 64, 96), np.uint64), (32, 64, 96))  # extents 32..63, 64..127, 96..191
     store = DvidStore(dvid_node, "seg")
@@ -99,19 +100,23 @@ def test_unit_names_are_normalised() -> None:
     assert normalise_unit("furlongs") is None
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint64"])
 @pytest.mark.parametrize(
     "start,shape",
     [((-64, -32, -96), (70, 45, 100)), ((0, 32, 64), (33, 31, 65))],
 )
-def test_grayscale_round_trip(dvid_node: Node, start, shape) -> None:
+def test_round_trip(dvid_node: Node, dtype: str, start, shape) -> None:
     box = (start, tuple(a + n for a, n in zip(start, shape)))
-    array = create_array(dvid_node, "gray", box, "uint8")
+    array = create_array(dvid_node, "vol", box, dtype)
     rng = np.random.default_rng(sum(shape))
-    data = rng.integers(1, 256, shape, dtype=np.uint8)
+    if dtype == "uint8":
+        data = rng.integers(1, 256, shape, dtype=np.uint8)
+    else:  # few distinct ids, some beyond 32 bits (DVID indexes each label)
+        data = rng.choice(np.array([1, 9, 2**36 + 1, 2**64 - 3], np.uint64), shape)
     array[index_of(array, box)] = data
-    reopened = zarr.open_array(DvidStore(dvid_node, "gray", scale=0), mode="r")
+    reopened = zarr.open_array(DvidStore(dvid_node, "vol", scale=0), mode="r")
     full = reopened[:]
-    model = np.zeros(reopened.shape, np.uint8)
+    model = np.zeros(reopened.shape, dtype)
     model[index_of(reopened, box)] = data
     np.testing.assert_array_equal(full, model)
     # an odd sub-box read

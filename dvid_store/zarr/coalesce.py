@@ -131,7 +131,9 @@ class Batcher(Generic[T, R]):
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, items: list[T], futures: list[asyncio.Future[Any]]) -> None:
+    async def _execute(
+        self, loop: asyncio.AbstractEventLoop, items: list[T], futures: list[asyncio.Future[Any]]
+    ) -> None:
         try:
             results = await loop.run_in_executor(io_executor(), self._run, items)
         except BaseException as exc:  # every waiting caller gets the error

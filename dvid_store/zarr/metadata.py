@@ -165,7 +165,7 @@ class Layout:
             if level.path == key:
                 return level
         raise DvidInputError(
-            f"{self.instance!r} has no scale {key!r}; available: {', '.join(l.path for l in self.levels)}"
+            f"{self.instance!r} has no scale {key!r}; available: {', '.join(level.path for level in self.levels)}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -193,7 +193,9 @@ def _extent_box(min_point: ZYX | None, max_point: ZYX | None, factor: int, block
     return tuple(origin), tuple(shape)  # type: ignore[return-value]
 
 
-def discover_layout(node: Node, instance: str, *, supervoxels: bool = False, info: Mapping[str, Any] | None = None) -> Layout:
+def discover_layout(
+    node: Node, instance: str, *, supervoxels: bool = False, info: Mapping[str, Any] | None = None
+) -> Layout:
     """Read an instance's layout from DVID.
 
     Parameters

@@ -8,6 +8,7 @@ writes of :class:`~dvid_store.blocks.BlockIO`, batched by
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
@@ -323,8 +324,6 @@ class DvidStore(Store):
         self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
     ) -> list[Buffer | None]:
         """Several (key, byte range) reads at once; the chunk reads share requests."""
-        import asyncio
-
         return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
 
     async def exists(self, key: str) -> bool:
@@ -467,8 +466,6 @@ class DvidStore(Store):
 
     async def _stored(self, level: Level, fixed: tuple[int, ...]) -> AsyncIterator[ZYX]:
         """Stored blocks of a level's grid whose leading chunk indices are ``fixed`` (in the I/O pool)."""
-        import asyncio
-
         if 0 in level.shape or any(not 0 <= i < n for i, n in zip(fixed, level.grid)):
             return
         io = self._block_io(level)
