@@ -19,14 +19,24 @@ inside a sub-block. ``ns == 1`` means the whole sub-block is one label and has
 no code bits; ``ns == 0`` means the sub-block is label 0. ``N == 1`` is the
 24-byte "solid" form of a one-label block.
 
-Every function here is pure (no I/O). Decoding never loops over sub-blocks in
-Python: sub-blocks are grouped by code width (at most a handful of groups), the
-codes of a group are unpacked with whole-array operations, and the output is
-written in 8-voxel x-runs ("segments"), which are contiguous both in DVID's
-sub-block order and in the ``(z, y, x)`` output order. Most segments of real
-segmentations hold a single label, so the output is produced by one broadcast
-copy of per-segment labels plus a small patch of the mixed segments; only the
-latter need per-voxel gathers.
+Every function here is pure (no I/O) and loops over sub-blocks only through
+numpy. Both directions work on 8-voxel x-runs ("segments"): a segment is
+contiguous in DVID's sub-block order *and* in the ``(z, y, x)`` output order, and
+in real segmentations almost all segments hold a single label. Decoding
+therefore
+
+* groups the sub-blocks with 2+ labels by code width (a handful of groups), and
+  for each group finds, straight from the packed bytes, every segment's first
+  code and which segments are split (for widths 1, 2, 4 and 8 a segment's codes
+  are exactly one native integer, so nothing is unpacked for uniform segments);
+* looks up one label per segment, reorders the segments into output order with
+  one small transpose and repeats each 8 times along x (the only full-size
+  pass);
+* fills in the few split segments with one 64-byte ``put`` each.
+
+On the shared 64^3 fib19/cx samples this decodes a block in ~0.4-0.55 ms, about
+2-3x faster than inflating the same block stored as gzip'd raw uint64 (see
+``benchmarks/bench_codec.py``).
 """
 
 from __future__ import annotations
@@ -61,9 +71,10 @@ SUBBLOCK_SIZE = 8
 MAX_BLOCK_SIZE = 1024
 
 #: gzip level of :func:`encode_gzipped_label_block`. The DVID encoding has already
-#: removed nearly all redundancy, so deflate has little left to find: on the fib19
-#: sample block level 1 takes ~0.12 ms for 5.5 kB while level 6 takes ~0.65 ms for
-#: 4.5 kB. Level 1 keeps gzip well below the cost of the encoder itself.
+#: removed most redundancy, so deflate has little left to find and its effort buys
+#: little: on the four 64^3 samples level 1 takes 0.03-0.3 ms and gives 1.5-7 kB, level
+#: 6 takes 4x as long (0.2-1.1 ms) for 15-20% fewer bytes (which then inflate ~20%
+#: faster). Level 1 keeps gzip a small fraction of the encoder's own time.
 DEFAULT_GZIP_LEVEL = 1
 
 _SB_VOXELS = SUBBLOCK_SIZE**3  # 512
@@ -222,8 +233,8 @@ def label_block_shape(data: bytes | bytearray | memoryview | np.ndarray) -> tupl
 def _window_tables(bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Byte offset and right shift that extract each of the 512 codes of width ``bits``."""
     start = np.arange(_SB_VOXELS, dtype=np.int64) * bits
-    window = 16 if bits <= 8 else 24
-    return start >> 3, (window - (start & 7) - bits)
+    window, dtype = (16, np.uint16) if bits <= 8 else (24, np.uint32)
+    return start >> 3, (window - (start & 7) - bits).astype(dtype)
 
 
 _WINDOWS = {b: _window_tables(b) for b in range(1, 17)}
@@ -244,27 +255,21 @@ def _unpack_codes(rows: np.ndarray, bits: int) -> np.ndarray:
     """Unpack ``(m, 64*bits)`` MSB-first packed bytes into ``(m, 512)`` codes.
 
     Codes come back as uint8 for widths up to 8 and uint16 above (DVID itself never
-    exceeds 9 bits, but a corrupt or hand-made count up to 65535 is still well defined).
+    exceeds 9 bits, but a hand-made count up to 65535 is still well defined). The
+    decoder needs this only for widths other than 1, 2, 4 and 8, whose segments it
+    reads straight from the packed bytes.
+
+    Every code lies inside a 2-byte (<= 8 bits) or 3-byte window starting at its first
+    byte: build the big-endian window at every byte offset once (64*bits per row), pick
+    the 512 windows and shift each code down.
     """
-    m = rows.shape[0]
-    if bits == 1:
-        return np.unpackbits(rows, axis=1)
-    if bits in _BYTE_TO_CODES:
-        # Widths 2 and 4 never straddle bytes: one table lookup per byte yields its
-        # 4 or 2 codes at once (the table rows are viewed as one wider integer).
-        return _BYTE_TO_CODES[bits].take(rows).view(np.uint8).reshape(m, _SB_VOXELS)
-    if bits == 8:
-        return rows
-    # General width: every code lies inside a 2-byte (<= 8 bits) or 3-byte window
-    # starting at its first byte. Build the big-endian windows for every byte offset
-    # once (cheap: 64*bits per row), then pick the 512 windows and shift each code down.
     offsets, shifts = _WINDOWS[bits]
     mask = (1 << bits) - 1
     if bits <= 8:
         win = rows.astype(np.uint16) << 8
         win[:, :-1] |= rows[:, 1:]
         picked = np.take(win, offsets, axis=1)
-        picked >>= shifts.astype(np.uint16)
+        picked >>= shifts
         picked &= np.uint16(mask)
         return picked.astype(np.uint8)
     wide = rows.astype(np.uint32)
@@ -272,7 +277,7 @@ def _unpack_codes(rows: np.ndarray, bits: int) -> np.ndarray:
     win[:, :-1] |= wide[:, 1:] << 8
     win[:, :-2] |= wide[:, 2:]
     picked = np.take(win, offsets, axis=1)
-    picked >>= shifts.astype(np.uint32)
+    picked >>= shifts
     picked &= np.uint32(mask)
     return picked.astype(np.uint16)
 
@@ -280,17 +285,26 @@ def _unpack_codes(rows: np.ndarray, bits: int) -> np.ndarray:
 def _pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """Pack ``(m, 512)`` codes into ``(m, 64*bits)`` bytes, MSB first."""
     m = codes.shape[0]
-    if codes.dtype == np.uint8:
+    if bits <= 8:
+        codes = codes.astype(np.uint8, copy=False)
         if bits == 8:
             return codes
         if bits == 1:
-            return np.packbits(codes, axis=1)
+            return np.packbits(codes.reshape(-1)).reshape(m, 64)
+        if bits in (2, 4):
+            # 8/bits codes per byte: shift each into its field and OR them together.
+            per_byte = 8 // bits
+            fields = codes.reshape(-1, per_byte)
+            packed = fields[:, 0] << (8 - bits)
+            for j in range(1, per_byte):
+                packed |= fields[:, j] << (8 - bits * (j + 1))
+            return packed.reshape(m, 64 * bits)
         # One flat unpackbits/packbits pair is far faster than per-row bit loops.
         planes = np.unpackbits(codes.reshape(-1)).reshape(m, _SB_VOXELS, 8)[:, :, 8 - bits :]
     else:
         be = codes.astype(">u2").view(np.uint8)
         planes = np.unpackbits(be.reshape(-1)).reshape(m, _SB_VOXELS, 16)[:, :, 16 - bits :]
-    return np.packbits(planes.reshape(m, _SB_VOXELS * bits), axis=1)
+    return np.packbits(planes.reshape(-1)).reshape(m, 64 * bits)
 
 
 # --------------------------------------------------------------------------------------
@@ -643,6 +657,25 @@ def _exclusive_cumsum(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _sorted_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and the sorted input (cheaper than ``np.unique`` here)."""
+    ordered = np.sort(values)
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep], ordered
+
+
+# Largest (mixed sub-blocks x labels) table the encoder marks label pairs in; above it
+# (blocks with very many labels) it sorts the pairs instead.
+_PRESENCE_LIMIT = 1 << 21
+
+# Bytes 0..6 of a word of 8 "voxel differs from the next one" flags: the comparisons
+# inside one 8-voxel segment (byte 7 compares with the next segment). Built from bytes
+# so that it is right on either byte order.
+_INNER_FLAGS = np.array([0xFF] * 7 + [0], dtype=np.uint8).view(np.uint64)[0]
+
+
 def encode_label_block(block: np.ndarray) -> bytes:
     """Encode a uint64 ``(z, y, x)`` label block in DVID's compressed label format.
 
@@ -666,6 +699,12 @@ def encode_label_block(block: np.ndarray) -> bytes:
         multiples of 8 (at most 1024), or if signed input holds negative values.
     TypeError
         If the array does not hold integers.
+
+    Notes
+    -----
+    Like the decoder, the encoder works on 8-voxel x-segments: most are uniform, so
+    labels and per-sub-block label lists are found from one value per segment plus the
+    voxels of the few segments that hold several labels.
     """
     a = _as_label_array(block)
     nz, ny, nx = a.shape
@@ -673,68 +712,96 @@ def encode_label_block(block: np.ndarray) -> bytes:
     nsb = gz * gy * gx
     flat = a.reshape(-1)
 
-    # Real segmentations are long runs along x, so the positions where the label
-    # changes are few; every distinct label starts some run.
-    change = np.flatnonzero(flat[1:] != flat[:-1])
-    if change.size == 0:
+    # differs[p]: voxel p+1 has another label than voxel p. Viewed 8 flags per word, a
+    # segment is split (several labels) iff one of its 7 inner flags is set.
+    differs = np.zeros(flat.size, dtype=bool)
+    np.not_equal(flat[1:], flat[:-1], out=differs[:-1])
+    if not differs.any():
         return _solid((gz, gy, gx), flat[0])
-    labels = np.unique(np.concatenate((flat[:1], flat[change + 1])))
+    seg_split = (differs.view(np.uint64) & _INNER_FLAGS) != 0
+    seg_first = flat[::8].copy()
+    segments = flat.reshape(-1, 8)
+
+    # Every label starts a run of segment-first values or sits in a split segment.
+    split_out = seg_split.nonzero()[0]
+    split_vals = segments.take(split_out, axis=0)
+    first_changes = (seg_first[1:] != seg_first[:-1]).nonzero()[0] + 1
+    labels, _ = _sorted_unique(
+        np.concatenate((seg_first[:1], seg_first.take(first_changes), split_vals.reshape(-1)))
+    )
     n = labels.size
 
-    # Which sub-blocks hold more than one label? A sub-block is single-label iff all of
-    # its 64 x-segments (8 voxels, contiguous in C order) are uniform and share a value.
-    nonuniform_seg = np.zeros(flat.size // 8, dtype=bool)
-    nonuniform_seg[change[(change & 7) != 7] >> 3] = True
-
+    # Segment data in sub-block order [sub-block, z*8 + y].
     def to_subblock_order(seg: np.ndarray) -> np.ndarray:
-        # [z, y, sx] segments -> [sub-block, vz*8 + vy]
         return seg.reshape(gz, 8, gy, 8, gx).transpose(0, 2, 4, 1, 3).reshape(nsb, 64)
 
-    seg_first = to_subblock_order(flat[::8])
-    is_mixed = to_subblock_order(nonuniform_seg).any(axis=1)
-    is_mixed |= (seg_first != seg_first[:, :1]).any(axis=1)
-    mixed = np.flatnonzero(is_mixed)
-    single = np.flatnonzero(~is_mixed)
+    first_sb = to_subblock_order(seg_first)
+    split_sb = to_subblock_order(seg_split)
+    is_mixed = split_sb.any(axis=1)
+    is_mixed |= (first_sb != first_sb[:, :1]).any(axis=1)
+    mixed = is_mixed.nonzero()[0]
+    single = (~is_mixed).nonzero()[0]
 
     ns = np.ones(nsb, dtype=np.int64)
+    codes = None
     if mixed.size:
         m = mixed.size
-        sz, rem = np.divmod(mixed, gy * gx)
-        sy, sx = np.divmod(rem, gx)
-        vox = a.reshape(gz, 8, gy, 8, gx, 8)[sz, :, sy, :, sx, :].reshape(m, _SB_VOXELS)
-        # Runs inside each mixed sub-block (in DVID's voxel order): the distinct
-        # (sub-block, label) pairs are found by sorting run keys, not voxels.
-        run_start = np.ones((m, _SB_VOXELS), dtype=bool)
-        np.not_equal(vox[:, 1:], vox[:, :-1], out=run_start[:, 1:])
-        run_start = run_start.reshape(-1)
-        run_pos = np.flatnonzero(run_start)
-        run_row = run_pos >> 9
-        run_label = np.searchsorted(labels, vox.reshape(-1)[run_pos])
-        pairs, pair_of_run = np.unique(run_row * n + run_label, return_inverse=True)
+        # Block-level label number of each segment's first voxel and of every voxel of
+        # the split segments; then the distinct (sub-block, label) pairs by sorting.
+        first_label = np.searchsorted(labels, first_sb.take(mixed, axis=0))  # (m, 64)
+        split_flat = split_sb.take(mixed, axis=0).reshape(-1).nonzero()[0]  # row*64 + j
+        order = _segment_order(gz, gy, gx)
+        split_seg = (mixed.take(split_flat >> 6) << 6) | (split_flat & 63)
+        split_label = np.searchsorted(labels, segments.take(order.take(split_seg), axis=0))
+        first_keys = first_label + (np.arange(m) * n)[:, None]
+        split_keys = split_label + ((split_flat >> 6) * n)[:, None]
+        if m * n <= _PRESENCE_LIMIT:
+            # Few labels: mark (sub-block, label) pairs in an m x n table; a pair's
+            # code is the number of marked labels before it in its row.
+            present = np.zeros(m * n, dtype=bool)
+            present[first_keys.reshape(-1)] = True
+            present[split_keys.reshape(-1)] = True
+            rank = present.reshape(m, n).cumsum(axis=1, dtype=np.int32)
+            rank -= 1
+            rank = rank.reshape(-1)
+            pairs = present.nonzero()[0]
+            first_code = rank.take(first_keys)
+            split_code = rank.take(split_keys)
+        else:
+            pairs, inverse = np.unique(
+                np.concatenate((first_keys.reshape(-1), split_keys.reshape(-1))),
+                return_inverse=True,
+            )
+            first_code = inverse[: first_keys.size].reshape(m, 64)
+            split_code = inverse[first_keys.size :].reshape(-1, 8)
         pair_row, pair_label = np.divmod(pairs, n)
         ns_mixed = np.bincount(pair_row, minlength=m)
         first_pair = _exclusive_cumsum(ns_mixed)
-        run_code = pair_of_run.reshape(-1) - first_pair[run_row]
         code_dtype = np.uint8 if int(ns_mixed.max()) <= 256 else np.uint16
-        run_id = np.cumsum(run_start) - 1
-        codes = run_code.astype(code_dtype)[run_id].reshape(m, _SB_VOXELS)
+        if m * n > _PRESENCE_LIMIT:
+            first_code -= first_pair[:, None]
+            split_code -= first_pair.take(split_flat >> 6)[:, None]
+        codes = first_code.astype(code_dtype).repeat(8, axis=1).reshape(m, _SB_VOXELS)
+        codes.reshape(m * 64, 8)[split_flat] = split_code
         ns[mixed] = ns_mixed
 
     start = _exclusive_cumsum(ns)
     total = int(ns.sum())
     idx = np.empty(total, dtype="<u4")
-    idx[start[single]] = np.searchsorted(labels, seg_first[single, 0])
-    bits = _BITS_FOR_COUNT[ns]
+    idx[start.take(single)] = np.searchsorted(labels, first_sb[single, 0])
+    bits = _BITS_FOR_COUNT.take(ns)
     voff = _exclusive_cumsum(64 * bits)
     values = np.empty(64 * int(bits.sum()), dtype=np.uint8)
-    if mixed.size:
-        within = np.arange(pairs.size) - first_pair[pair_row]
-        idx[start[mixed][pair_row] + within] = pair_label
-        mixed_bits = bits[mixed]
-        for b in np.unique(mixed_bits).tolist():
-            rows = np.flatnonzero(mixed_bits == b)
-            packed = _pack_codes(codes[rows], b)
-            values[voff[mixed[rows], None] + np.arange(64 * b)] = packed
+    if codes is not None:
+        within = np.arange(pairs.size) - first_pair.take(pair_row)
+        idx[start.take(mixed).take(pair_row) + within] = pair_label
+        mixed_bits = bits.take(mixed)
+        for b in np.bincount(mixed_bits).nonzero()[0].tolist():
+            rows = (mixed_bits == b).nonzero()[0]
+            packed = _pack_codes(codes.take(rows, axis=0), b)
+            values.reshape(-1, 64)[
+                ((voff.take(mixed.take(rows)) >> 6)[:, None] + _CHUNK_RANGES[b]).reshape(-1)
+            ] = packed.reshape(-1, 64)
 
     return b"".join(
         (
