@@ -38,9 +38,23 @@ from .datatypes.roi import Roi, Substack
 from .datatypes.tiles import TileLevel, TileMetadata, Tiles
 from .datatypes.volume import VolumeInstance
 from .datatypes.voxels import RGBA8, Voxels
+from .create import create_array
+from .dask import open_dask, to_dvid
+from .fs import DvidFileSystem
 from .node import Node
 from .repo import RepoInfo, VersionInfo
 from .transport import RetryPolicy
+from .zarr import DvidStore
+
+
+def __getattr__(name: str):
+    # xarray is an optional dependency: import its front end only when asked for.
+    if name == "open_dataarray":
+        from .xarray_backend import open_dataarray
+
+        return open_dataarray
+    raise AttributeError(f"module 'dvid_store' has no attribute {name!r}")
+
 
 __all__ = [
     "Annotations",
@@ -50,8 +64,10 @@ __all__ = [
     "DvidClient",
     "DvidConnectionError",
     "DvidError",
+    "DvidFileSystem",
     "DvidHTTPError",
     "DvidInputError",
+    "DvidStore",
     "IndexingTimeoutError",
     "KeyValue",
     "LabelGraph",
@@ -81,5 +97,9 @@ __all__ = [
     "VersionInfo",
     "VolumeInstance",
     "Voxels",
+    "create_array",
+    "open_dask",
+    "open_dataarray",
+    "to_dvid",
     "__version__",
 ]
