@@ -321,6 +321,20 @@ def test_reading_256_cube_takes_few_requests(dvid_node: Node) -> None:
     assert wide_requests <= 2
 
 
+def test_request_caps_split_batches(dvid_node: Node) -> None:
+    create_array(dvid_node, "gray", (64, 64, 128), "uint8", block_size=16)
+    data = np.random.default_rng(9).integers(0, 256, (64, 64, 128), dtype=np.uint8)
+    BlockIO.open(dvid_node, "gray").write_box(data, (0, 0, 0))
+    nblocks = 4 * 4 * 8
+    transport = dvid_node.transport
+    for caps, expected in (({"max_blocks": 8}, nblocks // 8), ({"max_bytes": 5 * 16**3}, -(-nblocks // 5))):
+        array = zarr.open_array(DvidStore(dvid_node, "gray", scale=0, **caps), mode="r")
+        with zarr.config.set({"async.concurrency": 1024}):
+            before = transport.requests_sent
+            np.testing.assert_array_equal(array[:], data)
+        assert transport.requests_sent - before == expected
+
+
 def test_decoding_runs_in_io_threads(dvid_node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     array = create_array(dvid_node, "seg", (64, 64, 128), "uint64")
     array[:] = 1

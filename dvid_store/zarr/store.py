@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 
-from ..blocks import DEFAULT_MAX_BLOCKS, BlockIO, shared_node
+from ..blocks import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, BlockIO, shared_node
 from ..errors import DvidInputError, LockedNodeError, UnsupportedError
 from .coalesce import Batcher, io_executor
 from .metadata import Layout, Level, discover_layout, metadata_documents, normalised_document
@@ -64,8 +64,9 @@ class DvidStore(Store):
         Default: read-only exactly when the node is committed (and the instance versioned).
     compression : str, optional
         Transfer encoding of block reads (see :class:`~dvid_store.blocks.BlockIO`).
-    max_blocks : int
-        Largest number of blocks per DVID request.
+    max_blocks, max_bytes : int
+        Caps of one DVID request (blocks, uncompressed bytes); gets beyond them are
+        split over several requests.
     layout : Layout, optional
         A layout read before (skips the ``/info`` requests).
 
@@ -96,6 +97,7 @@ class DvidStore(Store):
         read_only: bool | None = None,
         compression: str | None = None,
         max_blocks: int = DEFAULT_MAX_BLOCKS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         layout: Layout | None = None,
         _locked: bool | None = None,
     ) -> None:
@@ -115,6 +117,7 @@ class DvidStore(Store):
         self._supervoxels = bool(supervoxels)
         self._compression = compression
         self._max_blocks = int(max_blocks)
+        self._max_bytes = int(max_bytes)
         self._layout = layout
         self._locked = locked
         self._init_runtime()
@@ -175,7 +178,7 @@ class DvidStore(Store):
     def _config(self) -> tuple[Any, ...]:
         return (
             self._node, self._instance, self._scale, self._supervoxels, self.read_only,
-            self._compression, self._max_blocks, self._layout,
+            self._compression, self._max_blocks, self._max_bytes, self._layout,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -194,7 +197,8 @@ class DvidStore(Store):
         return {
             "node": self._node, "instance": self._instance, "scale": self._scale,
             "supervoxels": self._supervoxels, "read_only": self._read_only, "locked": self._locked,
-            "compression": self._compression, "max_blocks": self._max_blocks, "layout": self._layout,
+            "compression": self._compression, "max_blocks": self._max_blocks, "max_bytes": self._max_bytes,
+            "layout": self._layout,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -206,6 +210,7 @@ class DvidStore(Store):
         self._locked = state["locked"]
         self._compression = state["compression"]
         self._max_blocks = state["max_blocks"]
+        self._max_bytes = state["max_bytes"]
         self._layout = state["layout"]
         self._init_runtime()
 
@@ -214,7 +219,7 @@ class DvidStore(Store):
         return type(self)(
             self._node, self._instance, scale=self._scale, supervoxels=self._supervoxels,
             read_only=read_only, compression=self._compression, max_blocks=self._max_blocks,
-            layout=self._layout, _locked=self._locked,
+            max_bytes=self._max_bytes, layout=self._layout, _locked=self._locked,
         )
 
     async def _open(self) -> None:
@@ -273,7 +278,7 @@ class DvidStore(Store):
             io = BlockIO(
                 self._node, level.instance, typename=level.typename, block_shape=level.block_shape,
                 scale=level.scale, supervoxels=self._supervoxels, compression=self._compression,
-                stored=level.stored, max_blocks=self._max_blocks,
+                stored=level.stored, max_blocks=self._max_blocks, max_bytes=self._max_bytes,
             )
             self._io[level.path] = io
         return io
