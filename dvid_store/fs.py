@@ -201,17 +201,16 @@ class DvidFileSystem(AsyncFileSystem):
         store, key = await self._resolve(path)
         byte_range: Any = None
         if start is not None or end is not None:
-            if start is not None and start < 0 and end is None:
+            start = start or 0
+            if start < 0 and end is None:
                 byte_range = SuffixByteRequest(-start)
             elif end is None:
-                byte_range = OffsetByteRequest(start or 0)
+                byte_range = OffsetByteRequest(start)
             else:
-                size = None
-                if (start or 0) < 0 or end < 0:
+                if start < 0 or end < 0:  # fsspec counts negative positions from the end
                     size = await store.getsize(key)
-                s = (start or 0) + (size if (start or 0) < 0 and size else 0)
-                e = end + (size if end < 0 and size else 0)
-                byte_range = RangeByteRequest(s, e)
+                    start, end = (start + size if start < 0 else start), (end + size if end < 0 else end)
+                byte_range = RangeByteRequest(start, max(start, end))
         value = await store.get(key, default_buffer_prototype(), byte_range)
         if value is None:
             if await self._isdir_key(store, key):

@@ -126,6 +126,19 @@ def test_listing_info_and_exists(gray) -> None:
         fs.cat_file(f"{root}/nothing")
 
 
+def test_byte_ranges(gray) -> None:
+    url, data, start = gray
+    fs = fsspec.filesystem("dvid")
+    root = url[len("dvid://") :]
+    for path in (f"{root}/zarr.json", fs.find(f"{root}/0/c")[0]):
+        whole = fs.cat_file(path)
+        assert fs.cat_file(path, start=10, end=20) == whole[10:20]
+        assert fs.cat_file(path, start=-7) == whole[-7:]
+        assert fs.cat_file(path, start=5) == whole[5:]
+        assert fs.cat_file(path, start=3, end=-4) == whole[3:-4]
+        assert fs.cat_ranges([path, path], [0, 8], [4, 16]) == [whole[:4], whole[8:16]]
+
+
 def test_rm_writes_zero_chunks_only(gray, dvid_node: Node) -> None:
     url, data, start = gray
     fs = fsspec.filesystem("dvid")

@@ -107,6 +107,11 @@ class DvidStore(Store):
             versioned = bool(info["Base"].get("Versioned", True))
         else:
             versioned = True
+            if layout.supervoxels != bool(supervoxels) or layout.instance != instance:
+                raise DvidInputError(
+                    f"the layout given is of {layout.instance!r} with supervoxels={layout.supervoxels}, "
+                    f"not of {instance!r} with supervoxels={bool(supervoxels)}"
+                )
         if scale is not None:
             layout.level(scale)  # validates
         locked = _locked if _locked is not None else (versioned and node.locked)
