@@ -78,6 +78,11 @@ def test_labelmap_scale_blocks_are_written_with_the_label_codec(dvid_node: Node)
     assert level1.write_box(data, (32, 0, 64)) == 1  # one POST /blocks?scale=1 for both blocks
     assert transport.requests_sent - before in (1, 2)  # plus perhaps a lock check
     np.testing.assert_array_equal(level1.read_box(((32, 0, 64), (64, 64, 96))), data)
+    level1.write({(1, 0, 2): np.zeros(level1.block_shape, np.uint64)})  # zeros overwrite at scale > 0 too
+    assert (1, 0, 2) in level1.read([(1, 0, 2)])
+    expected = data.copy()
+    expected[:, :32] = 0  # block (1, 0, 2) is y 0..31 of the box
+    np.testing.assert_array_equal(level1.read_box(((32, 0, 64), (64, 64, 96))), expected)
     # scale 0 is untouched
     assert BlockIO.open(dvid_node, "seg").read([(2, 0, 4), (2, 1, 4)]) == {}
 
