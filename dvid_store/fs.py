@@ -109,8 +109,9 @@ class DvidFileSystem(AsyncFileSystem):
     -----
     A node reference is resolved once per filesystem instance (a branch name then
     stays on the node it named at first use), and each instance's layout is read
-    once (see :class:`~dvid_store.DvidStore`). The filesystem pickles as its
-    settings.
+    once (see :class:`~dvid_store.DvidStore`); :meth:`invalidate_cache` forgets both,
+    e.g. after extents grew. fsspec shares filesystem instances with equal settings
+    within a process. The filesystem pickles as its settings.
     """
 
     protocol = ("dvid",)
@@ -139,6 +140,11 @@ class DvidFileSystem(AsyncFileSystem):
         self._clients: dict[str, Any] = {}
         self._uuids: dict[tuple[str, str], str] = {}
         self._stores: dict[tuple[str, str, str], DvidStore] = {}
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """Forget resolved node references and opened stores (all of them, whatever ``path``)."""
+        self._uuids.clear()
+        self._stores.clear()
 
     # --------------------------------------------------------------- paths
     @classmethod

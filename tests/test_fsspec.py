@@ -185,6 +185,21 @@ def test_supervoxels_storage_option(dvid_server, dvid_node: Node) -> None:
     np.testing.assert_array_equal(zarr.open_array(url, mode="r")[:], 5)
 
 
+def test_invalidate_cache_sees_new_extents(dvid_server, dvid_node: Node) -> None:
+    create_array(dvid_node, "gray", (32, 32, 32), "uint8")
+    fs = DvidFileSystem(skip_instance_cache=True)
+    url = f"dvid://{_host(dvid_server)}/{dvid_node.uuid}/gray"
+
+    def shape() -> list[int]:
+        return json.loads(fs.cat_file(url + "/0/zarr.json"))["shape"]
+
+    assert shape() == [32, 32, 32]
+    BlockIO.open(dvid_node, "gray").write_box(np.ones((32, 32, 32), np.uint8), (32, 0, 0))
+    assert shape() == [32, 32, 32]  # the layout is pinned ...
+    fs.invalidate_cache()
+    assert shape() == [64, 32, 32]  # ... until the cache is dropped
+
+
 def test_filesystem_pickles_as_settings(gray) -> None:
     url, data, start = gray
     fs = DvidFileSystem(app="pickled", supervoxels=False)
