@@ -34,8 +34,9 @@ therefore
   pass);
 * fills in the few split segments with one 64-byte ``put`` each.
 
-On the shared 64^3 fib19/cx samples this decodes a block in ~0.4-0.55 ms, about
-2-3x faster than inflating the same block stored as gzip'd raw uint64 (see
+On the shared 64^3 fib19/cx samples a block decodes in ~0.38-0.53 ms, 2.1-3.1x
+faster than inflating the same block stored as gzip'd raw uint64; a quarter to a
+half of that time is the one unavoidable 2 MB output pass (see
 ``benchmarks/bench_codec.py``).
 """
 
@@ -73,8 +74,10 @@ MAX_BLOCK_SIZE = 1024
 #: gzip level of :func:`encode_gzipped_label_block`. The DVID encoding has already
 #: removed most redundancy, so deflate has little left to find and its effort buys
 #: little: on the four 64^3 samples level 1 takes 0.03-0.3 ms and gives 1.5-7 kB, level
-#: 6 takes 4x as long (0.2-1.1 ms) for 15-20% fewer bytes (which then inflate ~20%
-#: faster). Level 1 keeps gzip a small fraction of the encoder's own time.
+#: 6 takes 4x as long (0.2-1.1 ms) for 15-20% fewer bytes. Level 1 keeps gzip a small
+#: fraction of the encoder's own time. (DVID returns POSTed bytes verbatim, so the level
+#: also sets later read costs: level-1 streams inflate ~20 us slower per block than
+#: level 6; pass ``level=6`` for data that is written once and read very often.)
 DEFAULT_GZIP_LEVEL = 1
 
 _SB_VOXELS = SUBBLOCK_SIZE**3  # 512
