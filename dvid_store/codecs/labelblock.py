@@ -649,9 +649,7 @@ def _as_label_array(block: np.ndarray) -> np.ndarray:
 
 def _solid(grid: tuple[int, int, int], label: np.uint64) -> bytes:
     gz, gy, gx = grid
-    return np.array([gx, gy, gz, 1], dtype="<u4").tobytes() + np.array(
-        [label], dtype="<u8"
-    ).tobytes()
+    return _HEADER.pack(gx, gy, gz, 1) + struct.pack("<Q", int(label))
 
 
 def _exclusive_cumsum(a: np.ndarray) -> np.ndarray:
@@ -660,13 +658,13 @@ def _exclusive_cumsum(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sorted_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values and the sorted input (cheaper than ``np.unique`` here)."""
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort + neighbour test: cheaper than ``np.unique`` here)."""
     ordered = np.sort(values)
     keep = np.empty(ordered.size, dtype=bool)
     keep[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep], ordered
+    return ordered[keep]
 
 
 # Largest (mixed sub-blocks x labels) table the encoder marks label pairs in; above it
@@ -729,7 +727,7 @@ def encode_label_block(block: np.ndarray) -> bytes:
     split_out = seg_split.nonzero()[0]
     split_vals = segments.take(split_out, axis=0)
     first_changes = (seg_first[1:] != seg_first[:-1]).nonzero()[0] + 1
-    labels, _ = _sorted_unique(
+    labels = _sorted_unique(
         np.concatenate((seg_first[:1], seg_first.take(first_changes), split_vals.reshape(-1)))
     )
     n = labels.size
@@ -750,7 +748,8 @@ def encode_label_block(block: np.ndarray) -> bytes:
     if mixed.size:
         m = mixed.size
         # Block-level label number of each segment's first voxel and of every voxel of
-        # the split segments; then the distinct (sub-block, label) pairs by sorting.
+        # the split segments, as keys row * n + label; a sub-block's codes number its
+        # distinct keys in label order.
         first_label = np.searchsorted(labels, first_sb.take(mixed, axis=0))  # (m, 64)
         split_flat = split_sb.take(mixed, axis=0).reshape(-1).nonzero()[0]  # row*64 + j
         order = _segment_order(gz, gy, gx)
@@ -764,7 +763,7 @@ def encode_label_block(block: np.ndarray) -> bytes:
             present = np.zeros(m * n, dtype=bool)
             present[first_keys.reshape(-1)] = True
             present[split_keys.reshape(-1)] = True
-            rank = present.reshape(m, n).cumsum(axis=1, dtype=np.int32)
+            rank = present.reshape(m, n).cumsum(axis=1, dtype=np.int16)  # <= 512
             rank -= 1
             rank = rank.reshape(-1)
             pairs = present.nonzero()[0]
@@ -808,7 +807,7 @@ def encode_label_block(block: np.ndarray) -> bytes:
 
     return b"".join(
         (
-            np.array([gx, gy, gz, n], dtype="<u4").tobytes(),
+            _HEADER.pack(gx, gy, gz, n),
             labels.astype("<u8").tobytes(),
             ns.astype("<u2").tobytes(),
             idx.tobytes(),
