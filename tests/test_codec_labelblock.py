@@ -742,3 +742,16 @@ def test_numcodecs_without_gzip_and_other_shapes() -> None:
         codec.encode(np.zeros(100, dtype=np.uint64))
     with pytest.raises(ValueError, match="block_shape"):
         DvidLabelBlockCodec(block_shape=(64, 64, 60))
+
+
+def test_codec_is_found_by_id_without_importing_dvid_store() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numcodecs\n"
+        "codec = numcodecs.get_codec({'id': 'dvid_labelblock', 'block_shape': [16, 16, 16]})\n"
+        "print(type(codec).__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "dvid_store.codecs.numcodecs_codec"
