@@ -1,0 +1,129 @@
+"""The notebooks in ``notebooks/`` run top to bottom against the test server, and are stored stripped."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+from dvid_store import DvidClient
+from dvid_store.testing import DvidServer
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+KERNEL = "dvid-store-tests"
+
+#: Per notebook: the repo alias it creates, and texts its outputs must contain.
+EXPECTED: dict[str, dict[str, Any]] = {
+    "01-quickstart.ipynb": {"alias": "quickstart", "texts": ["body at (z, y, x)", "bodies in it:"]},
+    "02-xarray.ipynb": {"alias": "xarray", "texts": ["PhysicalIndex", "nearest plane: z = -1000.0 nm"]},
+    "03-distributed.ipynb": {"alias": "distributed", "texts": ["100% Completed", "LocalCluster"]},
+    "04-versions.ipynb": {"alias": "versions", "texts": ["refused:", "merged body", ":proofreading~1"]},
+}
+
+
+@pytest.fixture(scope="module")
+def kernel_specs(tmp_path_factory: pytest.TempPathFactory) -> KernelSpecManager:
+    """A kernelspec that runs this very interpreter (``python3`` may name another one)."""
+    root = tmp_path_factory.mktemp("kernels")
+    spec = root / KERNEL
+    spec.mkdir()
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "dvid_store tests", "language": "python"})
+    )
+    return KernelSpecManager(kernel_dirs=[str(root)])
+
+
+def _outputs(nb: nbformat.NotebookNode) -> Iterator[dict[str, Any]]:
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            yield from cell.get("outputs", [])
+
+
+def _text(nb: nbformat.NotebookNode) -> str:
+    parts = []
+    for output in _outputs(nb):
+        if output.get("output_type") == "stream":
+            parts.append(output.get("text", ""))
+        for mime in ("text/plain", "text/html"):
+            data = output.get("data", {}).get(mime)
+            if data:
+                parts.append(data if isinstance(data, str) else "".join(data))
+    return "\n".join(parts)
+
+
+def _run(path: Path, specs: KernelSpecManager, env: dict[str, str]) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    manager = KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
+    client = NotebookClient(
+        nb, km=manager, timeout=120, resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
+    )
+    # cleanup_kc: shut the kernel down and close its sockets although we made its manager.
+    # A failing cell raises CellExecutionError with the cell's source and traceback.
+    client.execute(env=env, cleanup_kc=True)
+    return nb
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DVID_URL", "MPLBACKEND")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_against_the_test_server(
+    path: Path, dvid_server: DvidServer, dvid_client: DvidClient, kernel_specs: KernelSpecManager
+) -> None:
+    expected = EXPECTED[path.name]
+    before = set(dvid_client.repos())
+    nb = _run(path, kernel_specs, _env(DVID_URL=dvid_server.url, DVID_ADMIN_TOKEN=dvid_server.admin_token))
+    outputs = list(_outputs(nb))
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert figures, "the notebook drew no figure"
+    text = _text(nb)
+    for snippet in expected["texts"]:
+        assert snippet in text, f"{snippet!r} is missing from the outputs"
+    # it used the server it was given (and left its demo repo there)
+    new = {root: repo for root, repo in dvid_client.repos().items() if root not in before}
+    assert [repo.alias for repo in new.values()] == [expected["alias"]]
+    assert dvid_server.running
+
+
+@pytest.mark.timeout(240)
+def test_a_notebook_runs_standalone_with_its_own_server(kernel_specs: KernelSpecManager) -> None:
+    """Without $DVID_URL the notebook starts (and stops) a throwaway server of its own."""
+    path = NOTEBOOK_DIR / "01-quickstart.ipynb"
+    nb = _run(path, kernel_specs, _env())
+    outputs = list(_outputs(nb))
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert "http://127.0.0.1:" in _text(nb)
+
+
+def test_the_four_notebooks_exist() -> None:
+    assert [p.name for p in NOTEBOOKS] == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_notebooks_are_stripped(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code
+    for cell in code:
+        assert cell.get("outputs") == [], f"cell {cell.get('id')} has outputs"
+        assert cell.get("execution_count") is None, f"cell {cell.get('id')} has an execution count"
+        assert not cell.get("metadata", {}).get("execution"), f"cell {cell.get('id')} has timing metadata"
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}, "notebook metadata beyond the kernel"
