@@ -152,17 +152,21 @@ def peak_memory_of(code: str) -> tuple[int, int]:
     """Run ``code`` in a fresh interpreter; return (peak RSS growth in bytes, result nbytes).
 
     ``code`` must set ``result`` (a numpy array). The growth is the peak resident set
-    size during ``code`` minus the resident size just before it, so the interpreter
-    and imports are excluded (the peak is the process's, so imports must have peaked
-    lower than what ``code`` reaches: true for results of tens of MB and up).
+    size during ``code`` (``VmHWM``, reset just before) minus the resident size just
+    before it, so the interpreter and its imports are excluded.
     """
+    # VmHWM (unlike ru_maxrss, which survives exec and so inherits the benchmark's own
+    # peak) belongs to this process image; writing 5 to clear_refs resets it to VmRSS.
     wrapper = (
-        "import os, resource, sys\n"
+        "import re\n"
         "import numpy, dask.array, requests, zarr\n"
         "import dvid_store\n"
-        "before = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+        "def status(key):\n"
+        "    return int(re.search(key + r':\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) * 1024\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "before = status('VmRSS')\n"
         f"{code}\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "after = status('VmHWM')\n"
         "print(after - before, result.nbytes)\n"
     )
     output = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True).stdout

@@ -301,8 +301,8 @@ class BlockIO:
         wanted = _unique_coords(coords)
         found: dict[ZYX, np.ndarray] = {}
         for part in _batches(wanted, self.blocks_per_request):
-            for coord, block in self._fetch(part):
-                found[coord] = block
+            for coord, payload in self._fetch(part):
+                found[coord] = self._decode(payload, coord)
         return found
 
     def read_box(self, box: Box | Sequence[Sequence[int]], out: np.ndarray | None = None) -> np.ndarray:
@@ -330,17 +330,25 @@ class BlockIO:
         coords = block_coords_in_box(box, bs)
         missing = {tuple(int(v) for v in c) for c in coords}
         for part in _batches([tuple(int(v) for v in c) for c in coords], self.blocks_per_request):
-            for coord, block in self._fetch(part):
+            for coord, payload in self._fetch(part):
                 missing.discard(coord)
                 dst, src = _overlap(box, coord, bs)
-                out[dst] = block[src]
+                if all(s.stop - s.start == n for s, n in zip(src, bs)):
+                    # Decode straight into the result: no block-sized temporary to
+                    # allocate (page faults cost as much as decoding) and copy.
+                    self._decode(payload, coord, out=out[dst])
+                else:
+                    out[dst] = self._decode(payload, coord)[src]
         for coord in missing:
             dst, _ = _overlap(box, coord, bs)
             out[dst] = 0
         return out
 
-    def _fetch(self, coords: list[ZYX]) -> Iterator[tuple[ZYX, np.ndarray]]:
-        """One ``/specificblocks`` request; yields decoded blocks as they arrive."""
+    def _fetch(self, coords: list[ZYX]) -> Iterator[tuple[ZYX, memoryview]]:
+        """One ``/specificblocks`` request; yields the encoded blocks as they arrive.
+
+        Each payload is valid only until the next one is asked for.
+        """
         if not coords:
             return
         params: dict[str, Any] = {"blocks": ",".join(xyz_string(c, ",") for c in coords)}
@@ -360,13 +368,14 @@ class BlockIO:
             for coord, payload in _records(stream, self._max_payload(), transport.url(path)):
                 if coord not in wanted:
                     raise _stream_error(transport.url(path), f"unexpected block {coord} in the answer", stream)
-                yield coord, self._decode(payload, coord)
+                yield coord, payload
 
     def _max_payload(self) -> int:
         # Compressed payloads can exceed the raw size slightly (incompressible data).
         return self.block_nbytes + self.block_nbytes // 8 + 4096
 
-    def _decode(self, payload: memoryview, coord: ZYX) -> np.ndarray:
+    def _decode(self, payload: memoryview, coord: ZYX, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode one block payload, into ``out`` (a block-shaped view) when given."""
         nbytes = self.block_nbytes
         kind = self.compression
         try:
@@ -384,6 +393,8 @@ class BlockIO:
             elif kind == "gzip":
                 raw = zlib.decompress(payload, 31)
             else:  # "blocks"
+                if out is not None:
+                    return decode_gzipped_label_block(payload, out=out)
                 return decode_gzipped_label_block(payload).reshape(self.block_shape)
         except Exception as exc:  # lz4/zlib/codec errors all mean a corrupt payload
             raise ServerError(
@@ -395,7 +406,11 @@ class BlockIO:
                 "GET", self.node.transport.url(self._path("specificblocks")), 200,
                 f"block {coord} of {self.instance!r} has {len(raw)} bytes, expected {nbytes}",
             )
-        return np.frombuffer(raw, self.dtype).reshape(self.block_shape)
+        block = np.frombuffer(raw, self.dtype).reshape(self.block_shape)
+        if out is None:
+            return block
+        np.copyto(out, block)
+        return out
 
     def stored_coords(self, box: Box | Sequence[Sequence[int]]) -> Iterator[ZYX]:
         """Coordinates of the blocks DVID holds inside a box, sorted (z, y, x) within each slab.

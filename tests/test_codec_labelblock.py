@@ -31,6 +31,20 @@ from dvid_store.codecs import (
     label_block_shape,
 )
 
+from dvid_store.codecs import _labelblock_jit
+
+
+@pytest.fixture(scope="module", autouse=True, params=["compiled", "numpy"])
+def decoder(request: pytest.FixtureRequest):
+    """Run every test with each decoder: the numba kernel (if installed) and the numpy one."""
+    if request.param == "compiled" and not _labelblock_jit.AVAILABLE:
+        pytest.fail("numba is not installed: install dvid_store[fast] (the test extra has it)")
+    saved = _labelblock_jit.AVAILABLE
+    _labelblock_jit.AVAILABLE = request.param == "compiled"
+    yield request.param
+    _labelblock_jit.AVAILABLE = saved
+
+
 SAMPLES = (
     "fib19-64x64x64-sample1",
     "fib19-64x64x64-sample2",
@@ -53,8 +67,7 @@ def labels_testdata() -> Path:
 
 def load_volume(name: str) -> np.ndarray:
     path = labels_testdata() / f"{name}.dat.gz"
-    if not path.exists():
-        pytest.skip(f"test vector {path} not available")
+    assert path.exists(), f"test vector {path} is missing: set DVID_STORE_TESTDATA to shared/testdata/labels"
     raw = gzip.decompress(path.read_bytes())
     return np.frombuffer(raw, dtype="<u8").reshape(64, 64, 64)
 
@@ -156,8 +169,7 @@ def roundtrip(block: np.ndarray) -> np.ndarray:
 
 def test_decode_dvid_fib19_block_reproduces_volume() -> None:
     path = labels_testdata() / "fib19-64x64x64-sample1-block.dat.gz"
-    if not path.exists():
-        pytest.skip(f"test vector {path} not available")
+    assert path.exists(), f"test vector {path} is missing: set DVID_STORE_TESTDATA to shared/testdata/labels"
     wire = path.read_bytes()
     expected = load_volume("fib19-64x64x64-sample1")
     decoded = decode_gzipped_label_block(wire)

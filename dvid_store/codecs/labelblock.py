@@ -50,6 +50,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import DvidError
+from . import _labelblock_jit as _jit
 
 __all__ = [
     "DEFAULT_GZIP_LEVEL",
@@ -532,6 +533,14 @@ def decode_label_block(
         out[...] = label
         return out
     assert start is not None and idx is not None and bits is not None and values is not None
+    if _jit.AVAILABLE:
+        result = out if out is not None else np.empty(shape, np.uint64)
+        bad = _jit.decode_into(grid, labels, ns, start, idx, bits, values, result)
+        if bad >= 0:
+            raise LabelBlockError(
+                f"sub-block {bad} lists {int(ns[bad])} labels but has voxel codes beyond them"
+            )
+        return result
     nsb = gz * gy * gx
     total = idx.size
 
