@@ -1,9 +1,17 @@
-"""The notebooks in ``notebooks/`` run top to bottom against the test server, and are stored stripped."""
+"""Executable documentation: the notebooks and the docs' code examples run against the test server.
+
+* Every notebook in ``notebooks/`` runs top to bottom in a Jupyter kernel of this
+  interpreter, against the session's DVID server (``$DVID_URL``), and is stored stripped.
+* Every ```` ```python ```` block of every page in ``docs/pages`` runs, page by page in
+  one namespace, with ``localhost:8000`` pointing at the session's server. A block whose
+  first line is ``# needs: <what>`` (e.g. a remote scheduler) is shown but not run.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +26,9 @@ from nbclient import NotebookClient
 from dvid_store import DvidClient
 from dvid_store.testing import DvidServer
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+DOC_PAGES = sorted((ROOT / "docs" / "pages").glob("*.md"))
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL = "dvid-store-tests"
 
@@ -127,3 +137,49 @@ def test_committed_notebooks_are_stripped(path: Path) -> None:
         assert cell.get("execution_count") is None, f"cell {cell.get('id')} has an execution count"
         assert not cell.get("metadata", {}).get("execution"), f"cell {cell.get('id')} has timing metadata"
     assert set(nb.metadata) <= {"kernelspec", "language_info"}, "notebook metadata beyond the kernel"
+
+
+# --------------------------------------------------------------- docs examples
+_FENCE = re.compile(r"^```python\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
+_SKIP = "# needs:"
+
+
+def _examples(page: Path) -> list[tuple[int, str]]:
+    """(first line number, code) of each runnable python block of a page."""
+    text = page.read_text()
+    blocks = []
+    for match in _FENCE.finditer(text):
+        code = match.group(1)
+        if not code.lstrip().startswith(_SKIP):
+            blocks.append((text.count("\n", 0, match.start(1)) + 1, code))
+    return blocks
+
+
+RUNNABLE_PAGES = [page for page in DOC_PAGES if _examples(page)]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=[p.name for p in RUNNABLE_PAGES])
+def test_documentation_examples_run(
+    page: Path, dvid_server: DvidServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    host = dvid_server.url.split("://", 1)[1]
+    monkeypatch.setenv("DVID_ADMIN_TOKEN", dvid_server.admin_token)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": f"docs.{page.stem}"}
+    environment = dict(os.environ)
+    try:
+        for line, code in _examples(page):
+            # leading newlines: tracebacks then name the line of the markdown page
+            source = "\n" * (line - 1) + code.replace("localhost:8000", host)
+            exec(compile(source, str(page), "exec"), namespace)
+    finally:  # examples may set variables such as DVID_TOKEN; they must not reach other tests
+        for key in set(os.environ) - set(environment):
+            del os.environ[key]
+        os.environ.update(environment)
+
+
+def test_docs_have_runnable_examples() -> None:
+    names = {page.name for page in RUNNABLE_PAGES}
+    assert {"quickstart.md", "howto-distributed.md", "howto-xarray.md"} <= names
