@@ -64,6 +64,7 @@ __all__ = [
     "DEFAULT_LABEL_WRITE_COMPRESSION",
     "DEFAULT_MAX_BLOCKS",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_WRITE_VOXELS",
     "DEFAULT_READ_COMPRESSION",
     "LABEL_TYPES",
     "VOXEL_TYPES",
@@ -103,6 +104,12 @@ DEFAULT_MAX_BLOCKS = 1024
 
 #: At most this many uncompressed bytes per request.
 DEFAULT_MAX_BYTES = 128 << 20
+
+#: At most this many voxels per ``POST /raw``. DVID v1.0.0 serialises imageblk
+#: requests of more than 256³ voxels through one server-wide mutex
+#: (``server.LargeMutationMutex``), so bigger write boxes from concurrent tasks queue
+#: behind each other; boxes of at most 256³ voxels are stored concurrently.
+DEFAULT_MAX_WRITE_VOXELS = 256**3
 
 _READ_CHOICES = {
     "imageblk": ("uncompressed", "stored"),
@@ -170,7 +177,11 @@ class BlockIO:
         imageblk storage compression (``"lz4"``, ``"gzip"``, ``"none"``), needed only
         for ``compression="stored"``; see :meth:`open`.
     max_blocks, max_bytes : int
-        Caps per request (blocks, uncompressed bytes).
+        Caps per request (blocks, uncompressed bytes); defaults
+        :data:`DEFAULT_MAX_BLOCKS`, :data:`DEFAULT_MAX_BYTES`.
+    max_write_voxels : int
+        Cap on the voxels of one ``POST /raw`` (on top of the two above); default
+        :data:`DEFAULT_MAX_WRITE_VOXELS`. Never less than one block per request.
 
     Examples
     --------
@@ -191,6 +202,7 @@ class BlockIO:
         stored: str = "lz4",
         max_blocks: int = DEFAULT_MAX_BLOCKS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_write_voxels: int = DEFAULT_MAX_WRITE_VOXELS,
     ) -> None:
         self.family = _family(typename)
         self.node = node
@@ -204,6 +216,7 @@ class BlockIO:
         self.stored = stored
         self.max_blocks = int(max_blocks)
         self.max_bytes = int(max_bytes)
+        self.max_write_voxels = int(max_write_voxels)
         if self.family == "imageblk" and (self.scale != 0 or self.supervoxels):
             raise DvidInputError(
                 f"{typename} instance {instance!r} has no scale levels or supervoxels "
@@ -221,8 +234,8 @@ class BlockIO:
                 f"{instance!r} stores its blocks as {stored!r}, which dvid_store does not decode; "
                 "use compression='uncompressed'"
             )
-        if self.max_blocks < 1 or self.max_bytes < 1:
-            raise DvidInputError("max_blocks and max_bytes must be positive")
+        if self.max_blocks < 1 or self.max_bytes < 1 or self.max_write_voxels < 1:
+            raise DvidInputError("max_blocks, max_bytes and max_write_voxels must be positive")
         self.block_nbytes = int(np.prod(self.block_shape)) * self.dtype.itemsize
 
     @classmethod
@@ -279,6 +292,11 @@ class BlockIO:
     def blocks_per_request(self) -> int:
         """Blocks sent or asked for in one request at most (both caps applied)."""
         return max(1, min(self.max_blocks, self.max_bytes // self.block_nbytes))
+
+    @property
+    def blocks_per_write(self) -> int:
+        """Blocks sent in one ``POST /raw`` at most (:attr:`blocks_per_request` and ``max_write_voxels``)."""
+        return max(1, min(self.blocks_per_request, self.max_write_voxels // int(np.prod(self.block_shape))))
 
     def _path(self, *parts: str) -> str:
         return self.node.path(self.instance, *parts)
@@ -480,7 +498,7 @@ class BlockIO:
         if self.family == "labelmap" and self.scale > 0:
             return self._post_label_blocks(prepared)
         sent = 0
-        for start, nblocks in block_boxes(prepared, self.blocks_per_request):
+        for start, nblocks in block_boxes(prepared, self.blocks_per_write):
             self._post_box(start, nblocks, prepared)
             sent += 1
         return sent
@@ -509,7 +527,7 @@ class BlockIO:
                 blocks[tuple(int(v) for v in c)] = data[dst]
             return self._post_label_blocks(blocks)
         sent = 0
-        per_request = self.blocks_per_request * int(np.prod(bs))
+        per_request = self.blocks_per_write * int(np.prod(bs))
         for part in split_box(box, per_request, bs):
             local = tuple(slice(a - s, b - s) for a, b, s in zip(part[0], part[1], start))
             self._post_raw(part[0], np.ascontiguousarray(data[local]))

@@ -153,6 +153,34 @@ def test_requests_are_capped(dvid_node: Node) -> None:
     assert transport.requests_sent - before == math.ceil(nblocks / 5)
 
 
+def test_writes_are_capped_in_voxels(dvid_node: Node) -> None:
+    dvid_node.create_instance("uint8blk", "gray", block_size=(16, 16, 16))
+    block_voxels = 16**3
+    io = BlockIO.open(dvid_node, "gray", max_write_voxels=3 * block_voxels + 1)
+    assert io.blocks_per_write == 3 and io.blocks_per_request > 3
+    box = ((0, 0, 0), (32, 32, 48))
+    data = np.random.default_rng(3).integers(0, 256, box_shape_of(box), dtype=np.uint8)
+    nblocks = len(block_coords_in_box(box, io.block_shape))
+    transport = dvid_node.transport
+    before = transport.requests_sent
+    sent = io.write_box(data, box[0])
+    assert sent == math.ceil(nblocks / 3) and transport.requests_sent - before in (sent, sent + 1)
+    blocks = {c: np.full(io.block_shape, sum(c) % 256, np.uint8) for c in io.read(
+        [tuple(int(v) for v in c) for c in block_coords_in_box(box, io.block_shape)])}
+    assert io.write(blocks) == math.ceil(nblocks / 3)
+    np.testing.assert_array_equal(io.read_box(box), np.concatenate(
+        [np.concatenate([np.concatenate([blocks[(z, y, x)] for x in range(3)], 2) for y in range(2)], 1)
+         for z in range(2)], 0))
+    io.write_box(data, box[0])
+    np.testing.assert_array_equal(io.read_box(box), data)
+    with pytest.raises(DvidInputError, match="max_write_voxels"):
+        BlockIO.open(dvid_node, "gray", max_write_voxels=0)
+
+
+def box_shape_of(box) -> tuple[int, int, int]:
+    return tuple(b - a for a, b in zip(*box))
+
+
 def test_stored_coords_lists_exactly_the_written_blocks(dvid_node: Node) -> None:
     for typename in ("uint8blk", "labelmap"):
         name = f"vol_{typename}"

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Batcher", "io_executor", "io_threads"]
+__all__ = ["Batcher", "io_executor", "io_threads", "set_io_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,14 +28,39 @@ _ENV_THREADS = "DVID_STORE_IO_THREADS"
 _executor: ThreadPoolExecutor | None = None
 _executor_pid: int | None = None
 _executor_lock = threading.Lock()
+_threads_override: int | None = None
 
 
 def io_threads() -> int:
-    """Threads of the I/O pool: ``$DVID_STORE_IO_THREADS`` or ``min(16, 4 * cores)``."""
+    """Threads of the I/O pool, i.e. zarr-path requests in flight per process.
+
+    :func:`set_io_threads` if called, else ``$DVID_STORE_IO_THREADS``, else
+    ``min(16, 4 * cores)``. Each thread runs one whole request (HTTP and decoding),
+    so more threads than cores help while requests wait on the server.
+    """
+    if _threads_override is not None:
+        return _threads_override
     configured = os.environ.get(_ENV_THREADS)
     if configured:
         return max(1, int(configured))
     return min(16, 4 * (os.cpu_count() or 1))
+
+
+def set_io_threads(threads: int | None) -> None:
+    """Resize the process's I/O pool (``None``: back to the environment/default).
+
+    Requests already running finish in the old pool; new ones use the new pool.
+    """
+    global _executor, _threads_override
+    if threads is not None and int(threads) < 1:
+        from ..errors import DvidInputError
+
+        raise DvidInputError(f"io threads must be at least 1, got {threads}")
+    with _executor_lock:
+        _threads_override = None if threads is None else int(threads)
+        old, _executor = _executor, None
+    if old is not None:
+        old.shutdown(wait=False)
 
 
 def io_executor() -> ThreadPoolExecutor:
