@@ -157,7 +157,7 @@ def _create_options(parser: argparse.ArgumentParser) -> Any:
     group = parser.add_argument_group("creating the destination")
     group.add_argument("--create", action="store_true",
                        help="create the destination instance (it must not exist yet)")
-    group.add_argument("--downres-levels", type=int, metavar="N",
+    group.add_argument("--downres-levels", type=_level, metavar="N",
                        help="labelmap: lower-resolution levels DVID keeps (MaxDownresLevel)")
     return group
 
@@ -272,8 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
         "print throughput figures, and save an XY slice with the labels overlaid as a PNG.",
         "example:\n  dvid-store demo --out demo-xy.png",
     )
-    demo.add_argument("--out", default="demo-xy.png", metavar="PNG", help="where to save the slice (default demo-xy.png)")
-    demo.add_argument("--size", type=_positive_int, default=256, metavar="N", help="edge of the cube in voxels (default 256)")
+    demo.add_argument("--out", default="demo-xy.png", metavar="PNG",
+                      help="where to save the slice (default demo-xy.png)")
+    demo.add_argument("--size", type=_positive_int, default=256, metavar="N",
+                      help="edge of the cube in voxels (default 256)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic data")
     demo.add_argument("-j", "--workers", type=_positive_int, metavar="N", help="dask threads (default: cores)")
     demo.set_defaults(run=_lazy("demo", "run_demo"))

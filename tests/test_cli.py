@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,15 +110,17 @@ def _journal_entries(path: Path) -> int:
     return max(0, len(path.read_text().splitlines()) - 1)
 
 
-def _interrupt_when_journalled(args: list[str], env: dict[str, str], journal: Path, sig: int) -> subprocess.CompletedProcess[str]:
-    """Start a transfer, send ``sig`` once its journal lists a finished chunk, and wait for it."""
+def _interrupt_when(
+    args: list[str], env: dict[str, str], ready: Callable[[], bool], sig: int
+) -> subprocess.CompletedProcess[str]:
+    """Start a transfer, send ``sig`` as soon as ``ready()`` (a chunk is journalled), and wait for it."""
     process = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     try:
-        while _journal_entries(journal) < 1:
+        while not ready():
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "no chunk was journalled within 60 s"
-            time.sleep(0.002)  # polling the journal file, the condition itself
+            time.sleep(0.002)  # between two looks at the journal, the condition itself
         process.send_signal(sig)
         out, err = process.communicate(timeout=60)
     finally:
@@ -185,7 +188,8 @@ def test_info_describes_server_node_and_instance(source: Source, env: dict[str, 
 def test_ls_lists_repos_instances_levels_and_keys(source: Source, env: dict[str, str]) -> None:
     repos, instances, levels, keys = (
         r.stdout for r in run_all(env, [
-            ["ls", f"http://{source.host}"], ["ls", source.url()], ["ls", source.url("seg")], ["ls", source.url("notes")],
+            ["ls", f"http://{source.host}"], ["ls", source.url()],
+            ["ls", source.url("seg")], ["ls", source.url("notes")],
         ])
     )
     assert source.url() in repos
@@ -234,8 +238,10 @@ def test_import_npy_and_tiff_with_create(source: Source, env: dict[str, str], tm
         ["import", str(tmp_path / "labels.npy"), source.url("npy-labels"), "--create", "--offset=-5,3,70"],
         ["import", str(tmp_path / "slice.tif"), source.url("tif16"), "--create", "--offset", "7,0,0", "-q"],
     ])
-    assert "imported" in npy.stdout and "created 'npy-labels'" in npy.stderr and not tif.stdout
-    np.testing.assert_array_equal(BlockIO.open(source.node, "npy-labels").read_box(((-5, 3, 70), (35, 73, 160))), labels)
+    assert "imported" in npy.stdout and "created 'npy-labels'" in npy.stderr
+    assert not tif.stdout and not tif.stderr  # --quiet: no summary, no progress bar
+    back = BlockIO.open(source.node, "npy-labels").read_box(((-5, 3, 70), (35, 73, 160)))
+    np.testing.assert_array_equal(back, labels)
     assert source.node.typeinfo("npy-labels")["Base"]["TypeName"] == "labelmap"
     np.testing.assert_array_equal(BlockIO.open(source.node, "tif16").read_box(((7, 0, 0), (8, 64, 80)))[0], image)
 
@@ -275,7 +281,7 @@ def test_interrupted_copy_resumes_without_sending_chunks_again(
         "copy", source.url("gray"), source.url("gray-copy"), "--create", "--chunks", "32", "-j", "1",
         "--journal", str(journal),
     ]
-    first = _interrupt_when_journalled(args, env, journal, signal.SIGINT)
+    first = _interrupt_when(args, env, lambda: _journal_entries(journal) > 0, signal.SIGINT)
     assert first.returncode == 130, first.stderr
     assert "run the same command again to resume" in first.stderr and str(journal) in first.stderr
     done = _journal_entries(journal)
@@ -298,20 +304,12 @@ def test_export_stopped_by_sigterm_resumes_from_the_default_journal(
     out = tmp_path / "seg.zarr"
     args = ["export", source.url("seg"), str(out), "--chunks", "32", "--zarr-chunks", "32", "-j", "1"]
     journals = Path(env["XDG_CACHE_HOME"]) / "dvid_store" / "journals"
-    process = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    try:
-        while not (journals.exists() and any(_journal_entries(p) for p in journals.iterdir())):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.002)  # polling the journal directory
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 143 and "run the same command again to resume" in err
+
+    def journalled() -> bool:
+        return journals.exists() and any(_journal_entries(p) for p in journals.iterdir())
+
+    first = _interrupt_when(args, env, journalled, signal.SIGTERM)
+    assert first.returncode == 143 and "run the same command again to resume" in first.stderr
     (journal,) = journals.iterdir()
     done = _journal_entries(journal)
     second = run(env, *args)

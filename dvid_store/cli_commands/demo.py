@@ -59,7 +59,9 @@ def _voronoi(shape: tuple[int, int, int], spacing: float, rng: np.random.Generat
              + rng.uniform(0.15, 0.85, (*grid, 3))) * spacing
     seed_axes = [np.ascontiguousarray(seeds[..., i].ravel(), dtype=np.float32) for i in range(3)]
     warp = [_smooth_noise(rng, shape, sigma=spacing / 3) * np.float32(spacing / 5) for _ in range(3)]
-    coords = [np.arange(n, dtype=np.float32).reshape([-1 if a == i else 1 for a in range(3)]) for i, n in enumerate(shape)]
+    coords = [
+        np.arange(n, dtype=np.float32).reshape([-1 if a == i else 1 for a in range(3)]) for i, n in enumerate(shape)
+    ]
     q = [coords[i] + warp[i] for i in range(3)]
     cell = [np.clip(np.floor(q[i] / np.float32(spacing)).astype(np.int32) + 1, 1, grid[i] - 2) for i in range(3)]
     home = (cell[0] * grid[1] + cell[1]) * grid[2] + cell[2]  # flat index of the voxel's own cell

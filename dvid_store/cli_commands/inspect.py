@@ -130,9 +130,11 @@ def _instance_info(ctx: Context, target: Target, as_json: bool) -> None:
     else:
         stop = tuple(v + 1 for v in layout.max_point)
         shape = tuple(b - a for a, b in zip(layout.min_point, stop))
-        _out(ctx, f"  extents: box {format_box((layout.min_point, stop))} (z,y,x, stop excluded), shape {format_zyx(shape)}")
+        box = format_box((layout.min_point, stop))  # type: ignore[arg-type]
+        _out(ctx, f"  extents: box {box} (z,y,x, stop excluded), shape {format_zyx(shape)}")
     if typename in LABEL_TYPES:
-        _out(ctx, f"  max label: {extended.get('MaxRepoLabel', '?')}; downres levels: {extended.get('MaxDownresLevel', 0)}")
+        downres = extended.get("MaxDownresLevel", 0)
+        _out(ctx, f"  max label: {extended.get('MaxRepoLabel', '?')}; downres levels: {downres}")
     _out(ctx, f"  levels ({len(layout.levels)}):")
     for level in layout.levels:
         where = f" (instance {level.instance!r})" if level.instance != layout.instance else ""

@@ -19,9 +19,9 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from ..geometry import Box
 from .common import Context, format_box, format_bytes, format_rate, format_zyx, parse_target
 from .journal import Journal, default_journal_path
 from .volumes import DvidLevel, Volume, check_castable, open_local, open_zarr_output
+
+if TYPE_CHECKING:
+    from ..node import Node
 
 __all__ = [
     "DEFAULT_TASK_BYTES",
@@ -302,6 +305,27 @@ def _resumed_zarr_chunks(journal: Journal, out: str) -> ZYX | None:
     return tuple(zarr.open_array(os.path.join(out, "0"), mode="r").chunks)  # type: ignore[return-value]
 
 
+def _ensure_instance(
+    ctx: Context, node: Node, instance: str, journal: Journal, create: bool, make: Callable[[], None]
+) -> None:
+    """Make the destination instance when ``--create`` asks for it, and refuse the mix-ups.
+
+    Without ``--create`` the instance must exist; with it, it must not, unless this run
+    resumes the same transfer (whose first run created it).
+    """
+    if instance not in node.instances():
+        if not create:
+            raise UnknownInstanceError(
+                "GET", node.transport.base_url, None,
+                f"node {node.uuid[:8]} has no instance {instance!r}; add --create to make it",
+            )
+        make()
+    elif create and not journal.resumed:
+        raise DvidInputError(
+            f"instance {instance!r} already exists on node {node.uuid[:8]}; drop --create to write into it"
+        )
+
+
 def run_import(ctx: Context, args: argparse.Namespace) -> int:
     """``dvid-store import IN URL``: a local zarr array, ``.npy`` or TIFF stack into a DVID instance."""
     from ..create import create_array
@@ -319,19 +343,13 @@ def run_import(ctx: Context, args: argparse.Namespace) -> int:
                         "level": scale, "offset": list(offset)},
     }
     journal = _journal(args, "import", identity)
-    exists = dst.instance in node.instances()
-    if not exists:
-        if not args.create:
-            raise UnknownInstanceError(
-                "GET", dst.text, None,
-                f"node {node.uuid[:8]} has no instance {dst.instance!r}; add --create to make it",
-            )
-        box = (offset, tuple(o + n for o, n in zip(offset, source.shape)))
-        labels = True if args.labels else None
-        dtype = np.dtype("uint64") if args.labels else source.dtype
+
+    def make() -> None:
+        box: Box = (offset, tuple(o + n for o, n in zip(offset, source.shape)))  # type: ignore[assignment]
         if args.labels and source.dtype.kind not in "iub":
             raise DvidInputError(f"--labels needs integer data, {args.input} holds {source.dtype}")
-        if args.downres_levels and not (labels or dtype == np.uint64):
+        dtype = np.dtype("uint64") if args.labels else source.dtype
+        if args.downres_levels and dtype != np.uint64:
             raise DvidInputError("--downres-levels applies to labelmap instances (uint64 data or --labels)")
         settings: dict[str, Any] = {"scales": args.downres_levels or 0}
         if args.block_size:
@@ -341,17 +359,17 @@ def run_import(ctx: Context, args: argparse.Namespace) -> int:
             settings["voxel_size"] = voxel
         if source.attrs.get("voxel_units"):
             settings["voxel_units"] = source.attrs["voxel_units"]
-        create_array(node, dst.instance, box, dtype, labels=labels, **settings)
+        assert dst.instance is not None
+        create_array(node, dst.instance, box, dtype, labels=True if args.labels else None, **settings)
         ctx.note(f"created {dst.instance!r} on node {node.uuid[:8]} covering {format_box(box)}")
-    elif args.create and not journal.resumed:
-        raise DvidInputError(
-            f"instance {dst.instance!r} already exists on node {node.uuid[:8]}; drop --create to write into it"
-        )
-    level = DvidLevel.open(ctx, dst, scale)
+
+    if scale and args.create:
+        raise DvidInputError("--create makes a new instance and writes its level 0; drop the level")
+    _ensure_instance(ctx, node, dst.instance, journal, args.create, make)
+    level = DvidLevel.open(ctx, dst, scale, node=node)
     target = level.writer(offset, source.shape)
     step = _chunk_size(
-        args.chunks, journal, source.shape, level.level.block_shape, source.dtype.itemsize, args.workers,
-        "DVID blocks",
+        args.chunks, journal, source.shape, level.level.block_shape, source.dtype.itemsize, args.workers, "DVID blocks"
     )
     transfer(ctx, source, target, journal, step, workers=args.workers, verb="imported")
     return 0
@@ -359,56 +377,54 @@ def run_import(ctx: Context, args: argparse.Namespace) -> int:
 
 def run_copy(ctx: Context, args: argparse.Namespace) -> int:
     """``dvid-store copy SRC DST``: a box of one DVID level into another instance, node or server."""
-    from ..create import create_array
     from ..blocks import LABEL_TYPES
+    from ..create import create_array
 
     src = parse_target(args.src).require("instance")
     dst = parse_target(args.dst).require("node", "instance")
     level = DvidLevel.open(ctx, src, _scale(src.level, args.scale, args.src), args.supervoxels)
     box: Box = args.box or level.extents()
     source = level.reader(box)
-    instance = dst.instance or level.layout.instance
-    dst_scale = dst.level or 0
+    dst = dataclasses.replace(dst, instance=dst.instance or level.layout.instance, level=dst.level or 0)
+    assert dst.instance is not None and dst.level is not None
     offset: ZYX = args.offset or box[0]
+    stop: ZYX = tuple(o + n for o, n in zip(offset, source.shape))  # type: ignore[assignment]
     node = dst.node(ctx)
-    dst_identity = {"server": node.transport.base_url, "uuid": node.uuid, "instance": instance,
-                    "level": dst_scale, "offset": list(offset)}
-    same = {k: source.identity[k] for k in ("server", "uuid", "instance")} == {
-        k: dst_identity[k] for k in ("server", "uuid", "instance")
-    }
-    stop = tuple(o + n for o, n in zip(offset, source.shape))
-    if same and dst_scale == int(level.level.path) and all(a < d and c < b for a, b, c, d in zip(box[0], box[1], offset, stop)):
+    destination = {"server": node.transport.base_url, "uuid": node.uuid, "instance": dst.instance,
+                   "level": dst.level, "offset": list(offset)}
+    where = ("server", "uuid", "instance", "level")
+    overlap = all(a < d and c < b for a, b, c, d in zip(box[0], box[1], offset, stop))
+    if overlap and all(source.identity[k] == destination[k] for k in where):
         raise DvidInputError("source and destination regions overlap in the same instance; copy elsewhere first")
-    identity = {"command": "copy", "source": source.identity, "destination": dst_identity}
+    identity = {"command": "copy", "source": source.identity, "destination": destination}
     journal = _journal(args, "copy", identity)
-    exists = instance in node.instances()
     labels = level.layout.typename in LABEL_TYPES
-    if not exists:
-        if not args.create:
-            raise UnknownInstanceError(
-                "GET", dst.text, None, f"node {node.uuid[:8]} has no instance {instance!r}; add --create to make it"
-            )
-        if dst_scale:
-            raise DvidInputError("--create makes a new instance at level 0; drop the level from the destination URL")
+
+    def make() -> None:
+        if dst.level:
+            raise DvidInputError("--create makes a new instance and writes its level 0; drop the level from DST")
         if args.downres_levels and not labels:
             raise DvidInputError("--downres-levels applies to labelmap instances")
-        downres = args.downres_levels if args.downres_levels is not None else (
-            len(level.layout.levels) - 1 - int(level.level.path) if labels else 0
-        )
+        downres = args.downres_levels
+        if downres is None:  # as many lower levels as the source has below the copied one
+            downres = len(level.layout.levels) - 1 - int(level.level.path) if labels else 0
         factor = level.level.factor
+        assert dst.instance is not None
         create_array(
-            node, instance, (offset, stop), level.dtype, labels=labels, scales=max(downres, 0),
+            node, dst.instance, (offset, stop), level.dtype, labels=labels, scales=downres,
             block_size=level.level.block_shape, voxel_size=tuple(v * factor for v in level.layout.voxel_size),
             voxel_units=level.layout.units if all(level.layout.units) else "nanometers",
         )
-        ctx.note(f"created {instance!r} ({level.layout.typename}) on node {node.uuid[:8]} covering {format_box((offset, stop))}")  # type: ignore[arg-type]
-    elif args.create and not journal.resumed:
-        raise DvidInputError(f"instance {instance!r} already exists on node {node.uuid[:8]}; drop --create to write into it")
-    out = DvidLevel.open(ctx, dataclasses.replace(dst, instance=instance, level=dst_scale), dst_scale)
+        ctx.note(
+            f"created {dst.instance!r} ({level.layout.typename}) on node {node.uuid[:8]} "
+            f"covering {format_box((offset, stop))}"
+        )
+
+    _ensure_instance(ctx, node, dst.instance, journal, args.create, make)
+    out = DvidLevel.open(ctx, dst, dst.level, node=node)
     target = out.writer(offset, source.shape)
     step = _chunk_size(
-        args.chunks, journal, source.shape, out.level.block_shape, source.dtype.itemsize, args.workers,
-        "DVID blocks",
+        args.chunks, journal, source.shape, out.level.block_shape, source.dtype.itemsize, args.workers, "DVID blocks"
     )
     transfer(ctx, source, target, journal, step, workers=args.workers, verb="copied")
     return 0

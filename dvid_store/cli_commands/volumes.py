@@ -95,11 +95,13 @@ class DvidLevel:
     supervoxels: bool = False
 
     @classmethod
-    def open(cls, ctx: Context, target: Target, scale: int, supervoxels: bool = False) -> DvidLevel:
-        """Resolve the node and read the instance's layout (``UnknownInstanceError`` if missing)."""
+    def open(
+        cls, ctx: Context, target: Target, scale: int, supervoxels: bool = False, *, node: Node | None = None
+    ) -> DvidLevel:
+        """Resolve the node (unless given) and read the instance's layout (``UnknownInstanceError`` if missing)."""
         from ..zarr.metadata import discover_layout
 
-        node = target.node(ctx)
+        node = node if node is not None else target.node(ctx)
         assert target.instance is not None
         layout = discover_layout(node, target.instance, supervoxels=supervoxels)
         return cls(target, node, layout, layout.level(scale), supervoxels)
@@ -184,7 +186,9 @@ def _as_3d(array: Any, path: Path) -> Any:
     if array.ndim == 2:
         return array[None]
     if array.ndim != 3:
-        raise DvidInputError(f"{path}: DVID volumes are 3-d (z, y, x) or 2-d slices; this array has shape {array.shape}")
+        raise DvidInputError(
+            f"{path}: DVID volumes are 3-d (z, y, x) or 2-d slices; this array has shape {array.shape}"
+        )
     return array
 
 
