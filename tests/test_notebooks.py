@@ -85,6 +85,8 @@ def _run(path: Path, specs: KernelSpecManager, env: dict[str, str]) -> nbformat.
 
 
 def _env(**extra: str) -> dict[str, str]:
+    # No MPLBACKEND: the kernel's own inline backend draws with Agg (headless) and turns
+    # figures into image/png outputs; MPLBACKEND=Agg would draw them nowhere.
     env = {k: v for k, v in os.environ.items() if k not in ("DVID_URL", "MPLBACKEND")}
     env.update(extra)
     return env
@@ -126,21 +128,40 @@ def test_the_four_notebooks_exist() -> None:
     assert [p.name for p in NOTEBOOKS] == sorted(EXPECTED)
 
 
+def strip(path: Path) -> None:
+    """Remove outputs, execution counts and editor metadata from a notebook, in place."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        cell.metadata = {}
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")}
+    nb.metadata.get("language_info", {}).pop("version", None)
+    nbformat.write(nb, path)
+
+
+_HOW_TO_STRIP = "strip the notebooks with: python tests/test_notebooks.py strip"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_committed_notebooks_are_stripped(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code
-    for cell in code:
-        assert cell.get("outputs") == [], f"cell {cell.get('id')} has outputs"
-        assert cell.get("execution_count") is None, f"cell {cell.get('id')} has an execution count"
-        assert not cell.get("metadata", {}).get("execution"), f"cell {cell.get('id')} has timing metadata"
-    assert set(nb.metadata) <= {"kernelspec", "language_info"}, "notebook metadata beyond the kernel"
+    for cell in nb.cells:
+        where = f"cell {cell.get('id')}"
+        assert not cell.get("metadata"), f"{where} has editor metadata; {_HOW_TO_STRIP}"
+        if cell.cell_type == "code":
+            assert cell.get("outputs") == [], f"{where} has outputs; {_HOW_TO_STRIP}"
+            assert cell.get("execution_count") is None, f"{where} has an execution count; {_HOW_TO_STRIP}"
+    extra = set(nb.metadata) - {"kernelspec", "language_info"}
+    assert not extra, f"notebook metadata {sorted(extra)} beyond the kernel; {_HOW_TO_STRIP}"
 
 
 # --------------------------------------------------------------- docs examples
-_FENCE = re.compile(r"^```python\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
+_FENCE = re.compile(r"^```python\b[^\n]*\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
 _SKIP = "# needs:"
 
 
@@ -183,3 +204,11 @@ def test_documentation_examples_run(
 def test_docs_have_runnable_examples() -> None:
     names = {page.name for page in RUNNABLE_PAGES}
     assert {"quickstart.md", "howto-distributed.md", "howto-xarray.md"} <= names
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["strip"]:
+        raise SystemExit("usage: python tests/test_notebooks.py strip   (strips notebooks/*.ipynb in place)")
+    for notebook in NOTEBOOKS:
+        strip(notebook)
+        print("stripped", notebook.relative_to(ROOT))
