@@ -234,6 +234,7 @@ def test_import_npy_and_tiff_with_create(source: Source, env: dict[str, str], tm
     image = np.random.default_rng(9).integers(0, 2**16, (64, 80), dtype=np.uint16)  # one 2-d slice
     tifffile.imwrite(tmp_path / "slice.tif", image)
     np.save(tmp_path / "floats.npy", np.ones((4, 4, 4), np.float32))
+    np.save(tmp_path / "negative.npy", np.array([[[-1, 5]]], np.int64))
     npy, tif = run_all(env, [
         ["import", str(tmp_path / "labels.npy"), source.url("npy-labels"), "--create", "--offset=-5,3,70"],
         ["import", str(tmp_path / "slice.tif"), source.url("tif16"), "--create", "--offset", "7,0,0", "-q"],
@@ -245,16 +246,18 @@ def test_import_npy_and_tiff_with_create(source: Source, env: dict[str, str], tm
     assert source.node.typeinfo("npy-labels")["Base"]["TypeName"] == "labelmap"
     np.testing.assert_array_equal(BlockIO.open(source.node, "tif16").read_box(((7, 0, 0), (8, 64, 80)))[0], image)
 
-    exists, missing, lossy, floats = run_all(env, [
+    exists, missing, lossy, floats, negative = run_all(env, [
         ["import", str(tmp_path / "slice.tif"), source.url("tif16"), "--create"],
         ["import", str(tmp_path / "slice.tif"), source.url("absent")],
         ["import", str(tmp_path / "labels.npy"), source.url("gray"), "--offset=-32,0,32"],
         ["import", str(tmp_path / "floats.npy"), source.url("tif16")],
+        ["import", str(tmp_path / "negative.npy"), source.url("negative"), "--create", "--labels"],
     ], code=1)
     assert "already exists" in error_line(exists)
     assert "--create" in error_line(missing)
     assert "uint8" in error_line(lossy) and "cannot store" in lossy.stderr
     assert "without losing values" in error_line(floats)
+    assert "-1..5" in error_line(negative) and "negative" not in source.node.instances()  # nothing created
     stop = tuple(a + n for a, n in zip(source.gray_start, source.gray.shape))
     np.testing.assert_array_equal(BlockIO.open(source.node, "gray").read_box((source.gray_start, stop)), source.gray)
 

@@ -40,6 +40,7 @@ __all__ = [
     "TransferError",
     "TransferInterrupted",
     "TransferResult",
+    "check_values",
     "plan_chunks",
     "run_copy",
     "run_export",
@@ -187,9 +188,7 @@ def transfer(
         source.array, chunks=chunks, asarray=False, fancy=False, lock=False,
         meta=np.empty((0, 0, 0), source.dtype), name=f"read-{verb}-{journal.path.stem}",
     )
-    check_castable(source.dtype, target.dtype, target.label)
-    if _narrowing(source.dtype, target.dtype):
-        _check_range(ctx, array, source, target, workers)
+    check_castable(source.dtype, target.dtype, target.label)  # commands check before creating anything
     journal.begin(step, total)
     starts = [np.cumsum((0,) + c[:-1]) for c in chunks]
     parts = array.to_delayed(optimize_graph=True)
@@ -240,22 +239,36 @@ def transfer(
     return result
 
 
-def _narrowing(source: np.dtype, target: np.dtype) -> bool:
-    """An integer conversion that only some values survive (e.g. int64 labels into uint64)."""
-    return source.kind in "iu" and target.kind in "iu" and not np.can_cast(source, target, "safe")
+def check_values(source: Volume, dtype: np.dtype, what: str, workers: int | None) -> None:
+    """Refuse a source whose values the target type cannot hold, before anything is created or written.
 
+    Floats never go into integer instances; an integer conversion that only some
+    values survive (``int64`` labels into ``uint64``, ``uint16`` into ``uint8``) reads
+    the source's value range first (one parallel pass) and refuses values out of range.
 
-def _check_range(ctx: Context, array: Any, source: Volume, target: Volume, workers: int | None) -> None:
-    """Read the source's value range first, so that values that do not fit stop the transfer before any write."""
+    Raises
+    ------
+    DvidInputError
+        The conversion would lose values.
+    """
     import dask
+    import dask.array as da
 
+    dtype = np.dtype(dtype)
+    check_castable(source.dtype, dtype, what)
+    if not (source.dtype.kind in "iu" and dtype.kind in "iu") or np.can_cast(source.dtype, dtype, "safe"):
+        return
+    chunks = _default_chunks(source.shape, (1, 1, 1), source.dtype.itemsize, DEFAULT_TASK_BYTES)
+    array = da.from_array(
+        source.array, chunks=chunks, asarray=False, fancy=False, lock=False, meta=np.empty((0, 0, 0), source.dtype),
+    )
     with dask.config.set(scheduler="threads", num_workers=workers or os.cpu_count() or 1):
         low, high = dask.compute(array.min(), array.max())
-    info = np.iinfo(target.dtype)
+    info = np.iinfo(dtype)
     if int(low) < info.min or int(high) > info.max:
         raise DvidInputError(
-            f"{source.label} holds values {int(low)}..{int(high)}, which {target.dtype} ({target.label}) cannot "
-            f"store; convert the data first"
+            f"{source.label} holds values {int(low)}..{int(high)}, which {what} ({dtype}) cannot store; "
+            "convert the data first"
         )
 
 
@@ -343,13 +356,11 @@ def run_import(ctx: Context, args: argparse.Namespace) -> int:
                         "level": scale, "offset": list(offset)},
     }
     journal = _journal(args, "import", identity)
+    new_dtype = np.dtype("uint64") if args.labels else source.dtype  # of an instance made by --create
 
     def make() -> None:
         box: Box = (offset, tuple(o + n for o, n in zip(offset, source.shape)))  # type: ignore[assignment]
-        if args.labels and source.dtype.kind not in "iub":
-            raise DvidInputError(f"--labels needs integer data, {args.input} holds {source.dtype}")
-        dtype = np.dtype("uint64") if args.labels else source.dtype
-        if args.downres_levels and dtype != np.uint64:
+        if args.downres_levels and new_dtype != np.uint64:
             raise DvidInputError("--downres-levels applies to labelmap instances (uint64 data or --labels)")
         settings: dict[str, Any] = {"scales": args.downres_levels or 0}
         if args.block_size:
@@ -360,13 +371,20 @@ def run_import(ctx: Context, args: argparse.Namespace) -> int:
         if source.attrs.get("voxel_units"):
             settings["voxel_units"] = source.attrs["voxel_units"]
         assert dst.instance is not None
-        create_array(node, dst.instance, box, dtype, labels=True if args.labels else None, **settings)
+        create_array(node, dst.instance, box, new_dtype, labels=True if args.labels else None, **settings)
         ctx.note(f"created {dst.instance!r} on node {node.uuid[:8]} covering {format_box(box)}")
 
-    if scale and args.create:
-        raise DvidInputError("--create makes a new instance and writes its level 0; drop the level")
+    # values are checked against the target type before anything is created or written
+    level: DvidLevel | None = None
+    if dst.instance in node.instances():
+        level = DvidLevel.open(ctx, dst, scale, node=node)
+        check_values(source, level.dtype, f"{level.level.typename} {dst.instance!r}", args.workers)
+    elif args.create:
+        if scale:
+            raise DvidInputError("--create makes a new instance and writes its level 0; drop the level")
+        check_values(source, new_dtype, "the new instance", args.workers)
     _ensure_instance(ctx, node, dst.instance, journal, args.create, make)
-    level = DvidLevel.open(ctx, dst, scale, node=node)
+    level = level or DvidLevel.open(ctx, dst, scale, node=node)
     target = level.writer(offset, source.shape)
     step = _chunk_size(
         args.chunks, journal, source.shape, level.level.block_shape, source.dtype.itemsize, args.workers, "DVID blocks"
@@ -420,8 +438,12 @@ def run_copy(ctx: Context, args: argparse.Namespace) -> int:
             f"covering {format_box((offset, stop))}"
         )
 
+    out: DvidLevel | None = None
+    if dst.instance in node.instances():  # a new instance gets the source's type
+        out = DvidLevel.open(ctx, dst, dst.level, node=node)
+        check_values(source, out.dtype, f"{out.level.typename} {dst.instance!r}", args.workers)
     _ensure_instance(ctx, node, dst.instance, journal, args.create, make)
-    out = DvidLevel.open(ctx, dst, dst.level, node=node)
+    out = out or DvidLevel.open(ctx, dst, dst.level, node=node)
     target = out.writer(offset, source.shape)
     step = _chunk_size(
         args.chunks, journal, source.shape, out.level.block_shape, source.dtype.itemsize, args.workers, "DVID blocks"
