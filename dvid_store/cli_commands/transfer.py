@@ -297,7 +297,10 @@ def run_export(ctx: Context, args: argparse.Namespace) -> int:
         source.shape, level.level.block_shape, itemsize, DEFAULT_ZARR_CHUNK_BYTES
     )
     step = _chunk_size(args.chunks, journal, source.shape, zarr_chunks, itemsize, args.workers, "zarr chunks")
-    target = open_zarr_output(args.out, level, box, zarr_chunks, reopen=journal.resumed, overwrite=args.overwrite)
+    target = open_zarr_output(
+        args.out, level, box, zarr_chunks, reopen=journal.resumed, overwrite=args.overwrite,
+        journalled=len(journal.done),
+    )
     ctx.note(f"exporting {level.url} box {format_box(box)} ({format_zyx(source.shape)} {source.dtype}) to {args.out}")
     transfer(ctx, source, target, journal, step, workers=args.workers, verb="exported")
     return 0

@@ -290,6 +290,7 @@ def open_zarr_output(
     *,
     reopen: bool,
     overwrite: bool,
+    journalled: int = 0,
 ) -> Volume:
     """Create (or reopen, to resume) the OME-Zarr v3 group an export writes.
 
@@ -298,11 +299,15 @@ def open_zarr_output(
     attributes of :mod:`dvid_store.zarr.metadata` (physical scale and translation of
     the box; the source server, node, instance and level; ``offset`` = the box start).
 
+    ``reopen`` (a journal of this export exists) opens the array there instead;
+    ``journalled`` is the number of chunks that journal lists as written.
+
     Raises
     ------
     DvidInputError
         The path exists and ``overwrite`` is false, or it is not a zarr store and
-        would be wiped; or, when reopening, the array there is not this export's.
+        would be wiped; or, when reopening, the array there is not this export's, or
+        it is gone although the journal lists written chunks.
     """
     import zarr
 
@@ -311,6 +316,11 @@ def open_zarr_output(
     path = Path(path_text)
     shape = tuple(b - a for a, b in zip(*box))
     dtype = level.dtype
+    if reopen and not path.exists() and journalled:
+        raise DvidInputError(
+            f"the journal of this export lists {journalled} chunks written to {path}, which is gone; "
+            "delete the journal (or pass another --journal) to start over"
+        )
     if reopen and path.exists():
         try:
             array = zarr.open_array(str(path / "0"), mode="r+")
