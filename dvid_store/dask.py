@@ -6,6 +6,21 @@ per-request caps allow (one ``/specificblocks`` per ≤ 1024 blocks; one ``POST 
 per box). That avoids both one-task-per-block graphs and zarr's per-chunk overhead.
 Readers and writers pickle as configuration, so they run on dask.distributed workers,
 each worker using its own connections.
+
+Tuning (defaults chosen with ``benchmarks/bench_tuning.py``, 384³ regions, 2 cores,
+loopback DVID; every figure a median with the settings taking turns):
+
+* chunk size: ``chunk_bytes=`` of :func:`open_dask`, default
+  :data:`DEFAULT_CHUNK_BYTES` (64 MiB). 16 and 256 MiB were not consistently faster
+  for reads or writes of uint8 or uint64 (ratios 0.7–1.6 to the default, varying
+  from run to run with the machine's load), so the default stays. :func:`to_dvid`
+  keeps the chunks of the array it is given (only rechunking what splits blocks).
+* requests in flight: one per dask worker thread (``dask.config.set(num_workers=n)``);
+  each task sends its chunk's requests one after the other. On 2 cores (shared
+  with DVID) 1, 4 and 8 threads measured 0.5–1.4x dask's default of one thread
+  per core for ``to_dvid``, with no consistent winner, so dask's default stays.
+* request size: the caps of :class:`~dvid_store.blocks.BlockIO` (blocks and bytes
+  per request, voxels per ``POST /raw``; see :mod:`dvid_store.blocks`).
 """
 
 from __future__ import annotations
@@ -39,7 +54,9 @@ __all__ = [
 
 ZYX = tuple[int, int, int]
 
-#: Target size of a default dask chunk (whole blocks, as cubic as the array allows).
+#: Target size of a default dask chunk (whole blocks, as cubic as the array allows):
+#: 384³ uint8 with 32³ blocks, 192³ uint64 with 64³ blocks. Measured against 16 and
+#: 256 MiB with ``benchmarks/bench_tuning.py``; no size was consistently faster.
 DEFAULT_CHUNK_BYTES = 64 << 20
 
 

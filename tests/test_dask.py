@@ -121,3 +121,23 @@ def test_url_levels_and_supervoxels(dvid_server, dvid_node: Node) -> None:
         open_dask(_url(dvid_server, dvid_node, "seg", "/1"), scale=0)
     with pytest.raises(DvidInputError, match="no scale"):
         open_dask(dvid_node, "seg", scale=5)
+
+
+def test_zarr_io_pool_can_be_resized(dvid_node: Node) -> None:
+    from dvid_store.zarr import coalesce
+
+    create_array(dvid_node, "gray", (64, 64, 64), "uint8")
+    data = np.random.default_rng(7).integers(0, 256, (64, 64, 64), dtype=np.uint8)
+    BlockIO.open(dvid_node, "gray").write_box(data, (0, 0, 0))
+    array = zarr.open_array(DvidStore(dvid_node, "gray", scale=0, read_only=True), mode="r")
+    default = coalesce.io_threads()
+    try:
+        coalesce.set_io_threads(1)
+        assert coalesce.io_threads() == 1 and coalesce.io_executor()._max_workers == 1
+        np.testing.assert_array_equal(array[...], data)
+    finally:
+        coalesce.set_io_threads(None)
+    assert coalesce.io_threads() == default
+    np.testing.assert_array_equal(array[...], data)
+    with pytest.raises(DvidInputError, match="at least 1"):
+        coalesce.set_io_threads(0)

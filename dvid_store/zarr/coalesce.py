@@ -6,6 +6,17 @@ gone round a few times without a new one (no timers, no sleeps), then hands the 
 batch to a blocking function in a thread pool (:func:`io_executor`) and resolves every
 caller's future with its item's result. HTTP and decoding therefore never run on the
 event loop thread.
+
+Knobs: a batch holds at most the store's blocks per request
+(:attr:`~dvid_store.blocks.BlockIO.blocks_per_request`: ``max_blocks`` and
+``max_bytes`` of :class:`~dvid_store.zarr.DvidStore`, defaults 1024 blocks and
+128 MiB, i.e. 1024 uint8 32³ blocks or 64 uint64 64³ blocks); the pool that runs the
+batches, and so the number of zarr-path requests in flight per process, has
+:func:`io_threads` threads (``$DVID_STORE_IO_THREADS`` or :func:`set_io_threads`,
+default ``min(16, 4 * cores)``, 8 on 2 cores). ``benchmarks/bench_tuning.py`` (384³,
+2 cores) found no setting consistently faster than these defaults: 16–4096 blocks
+per request measured 0.8–1.0x and 1–16 threads 0.65–1.25x the default, varying from
+run to run with the machine's load.
 """
 
 from __future__ import annotations
