@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.asyn import AsyncFileSystem
 
 from .errors import DvidInputError, UnsupportedError
+from .transport import Secret
 
 if TYPE_CHECKING:
     from .node import Node
@@ -95,7 +96,8 @@ class DvidFileSystem(AsyncFileSystem):
     Parameters
     ----------
     user, app, token : str, optional
-        Connection settings (see :class:`~dvid_store.DvidClient`).
+        Connection settings (see :class:`~dvid_store.DvidClient`). The token is never
+        pickled: an unpickled filesystem reads ``$DVID_TOKEN``.
     scheme : str
         ``"http"`` (default) or ``"https"`` to reach the server.
     supervoxels : bool
@@ -133,13 +135,25 @@ class DvidFileSystem(AsyncFileSystem):
         super().__init__(**kwargs)
         self.user = user
         self.app = app
-        self.token = token
+        self._token = Secret(token) if token else None
         self.scheme = scheme
         self.supervoxels = bool(supervoxels)
         self.compression = compression
         self._clients: dict[str, Any] = {}
         self._uuids: dict[tuple[str, str], str] = {}
         self._stores: dict[tuple[str, str, str], DvidStore] = {}
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """Constructor options, without the token."""
+        return self._storage_options
+
+    @storage_options.setter
+    def storage_options(self, options: dict[str, Any]) -> None:
+        # fsspec records the constructor arguments here and pickles the filesystem as
+        # them: keep the token out. An unpickled filesystem (e.g. on a dask worker)
+        # reads $DVID_TOKEN instead.
+        self._storage_options = {k: v for k, v in options.items() if k != "token"}
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """Forget resolved node references and opened stores (all of them, whatever ``path``)."""
@@ -164,7 +178,7 @@ class DvidFileSystem(AsyncFileSystem):
         if client is None:
             from .client import DvidClient
 
-            client = DvidClient(server, user=self.user, app=self.app, token=self.token)
+            client = DvidClient(server, user=self.user, app=self.app, token=self._token)
             self._clients[server] = client
         return client
 

@@ -217,3 +217,20 @@ def test_parse_url() -> None:
     assert parse_url("localhost:8000/abc/seg").key == ""
     with pytest.raises(DvidInputError, match="not a DVID URL"):
         parse_url("dvid://localhost:8000/abc")
+
+
+def test_token_stays_out_of_pickles_and_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from dvid_store import DvidFileSystem
+
+    monkeypatch.delenv("DVID_TOKEN", raising=False)
+    fs = DvidFileSystem(token="fs-secret-token", user="dana", skip_instance_cache=True)
+    data = pickle.dumps(fs)
+    assert b"fs-secret-token" not in data
+    assert "fs-secret-token" not in repr(fs) and "fs-secret-token" not in str(fs.storage_options)
+    assert fs._client("127.0.0.1:1").transport.session().headers["Authorization"] == "Bearer fs-secret-token"
+    monkeypatch.setenv("DVID_TOKEN", "from-the-environment")
+    clone = pickle.loads(data)
+    assert clone.user == "dana"
+    assert clone._client("127.0.0.1:1").transport.session().headers["Authorization"] == "Bearer from-the-environment"
