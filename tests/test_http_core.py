@@ -186,10 +186,14 @@ def test_post_is_not_retried_unless_idempotent() -> None:
 def test_one_session_per_thread(dvid_client: DvidClient) -> None:
     transport = dvid_client.transport
     sessions: list[object] = []
+    # All three threads stay alive until each has its session: a finished thread's id
+    # may be reused by the next one, which would then (rightly) inherit its session.
+    together = threading.Barrier(3)
 
     def grab() -> None:
         transport.request("GET", "/api/heartbeat")
         sessions.append(transport.session())
+        together.wait()
 
     threads = [threading.Thread(target=grab) for _ in range(3)]
     for t in threads:
