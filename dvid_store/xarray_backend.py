@@ -106,7 +106,10 @@ def _attrs(layout: Layout, level: Level) -> dict[str, Any]:
         "scale": int(level.path),
         "supervoxels": int(layout.supervoxels),
         "voxel_size": [v * level.factor for v in layout.voxel_size],
-        "units": units,
+        # Not "units": in xarray (and CF) that names the unit of the data values, and
+        # plots would label grayscale intensities with a list of lengths. Each
+        # coordinate carries its own "units".
+        "voxel_units": units,
         "offset": list(level.origin),
         "block_size": list(level.block_shape),
     }

@@ -37,6 +37,8 @@ def test_open_dataset_with_and_without_engine(gray) -> None:
             assert isinstance(ds.xindexes[dim], PhysicalIndex)
             assert ds[dim].attrs["units"] == "nanometer"
         assert ds.attrs["voxel_size"] == list(voxel) and ds.attrs["offset"] == list(start)
+        assert ds.attrs["voxel_units"] == ["nanometer"] * 3
+        assert "units" not in array.attrs  # the values (intensities) have no length unit
         np.testing.assert_array_equal(array.values, data)
     assert DvidBackendEntrypoint().guess_can_open(url)
     assert not DvidBackendEntrypoint().guess_can_open("data.zarr")
