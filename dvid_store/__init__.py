@@ -38,22 +38,34 @@ from .datatypes.roi import Roi, Substack
 from .datatypes.tiles import TileLevel, TileMetadata, Tiles
 from .datatypes.volume import VolumeInstance
 from .datatypes.voxels import RGBA8, Voxels
-from .create import create_array
-from .dask import open_dask, to_dvid
-from .fs import DvidFileSystem
 from .node import Node
 from .repo import RepoInfo, VersionInfo
 from .transport import RetryPolicy
-from .zarr import DvidStore
+
+# The array front ends pull in zarr, dask, fsspec (and xarray, an optional dependency):
+# import them on first use, so that the node API and the command line start fast.
+_LAZY = {
+    "DvidStore": "zarr",
+    "DvidFileSystem": "fs",
+    "create_array": "create",
+    "open_dask": "dask",
+    "to_dvid": "dask",
+    "open_dataarray": "xarray_backend",
+}
 
 
 def __getattr__(name: str):
-    # xarray is an optional dependency: import its front end only when asked for.
-    if name == "open_dataarray":
-        from .xarray_backend import open_dataarray
+    if name in _LAZY:
+        import importlib
 
-        return open_dataarray
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'dvid_store' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

@@ -13,20 +13,17 @@ Set ``DVID_STORE_NO_JIT=1`` to use the numpy decoder even when numba is present.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 
 import numpy as np
 
 __all__ = ["AVAILABLE", "decode_into"]
 
-try:
-    if os.environ.get("DVID_STORE_NO_JIT"):
-        raise ImportError("disabled by DVID_STORE_NO_JIT")
-    import numba
-except ImportError:
-    numba = None
-
-AVAILABLE = numba is not None
+# numba takes a noticeable fraction of a second to import: look, but import it (and
+# compile, or load the cached kernels) only when the first block is decoded.
+AVAILABLE = not os.environ.get("DVID_STORE_NO_JIT") and importlib.util.find_spec("numba") is not None
 
 
 def _first_bad_subblock(ns: np.ndarray, bits: np.ndarray, values: np.ndarray) -> int:
@@ -108,11 +105,15 @@ def _decode(gz, gy, gx, labels, ns, start, idx, bits, values, out):  # noqa: ANN
     return -1
 
 
-if AVAILABLE:
+@functools.cache
+def _compiled():  # noqa: ANN202
+    import numba
+
+    global _first_bad_subblock  # _decode calls it by this global name
     # boundscheck stays off: labelblock._parse has checked every length and index
     # against the header, and _first_bad_subblock every code, before anything is read.
     _first_bad_subblock = numba.njit(nogil=True, cache=True, boundscheck=False)(_first_bad_subblock)
-    _decode = numba.njit(nogil=True, cache=True, boundscheck=False)(_decode)
+    return numba.njit(nogil=True, cache=True, boundscheck=False)(_decode)
 
 
 def decode_into(
@@ -130,4 +131,4 @@ def decode_into(
     When a sub-block has an out-of-range code nothing at all is written.
     """
     gz, gy, gx = grid
-    return int(_decode(gz, gy, gx, labels, ns, start, idx, bits, values, out))
+    return int(_compiled()(gz, gy, gx, labels, ns, start, idx, bits, values, out))
