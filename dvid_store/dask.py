@@ -374,7 +374,13 @@ def to_dvid(
     level = layout.level(scale)
     io = _level_io(node, layout, level, False, None)
     if not isinstance(array, da.Array):
-        array = da.asarray(array)
+        data = np.asarray(array)
+        if data.ndim != 3:
+            raise DvidInputError(f"DVID volumes are 3-d (z, y, x); got an array of shape {data.shape}")
+        # name=False: no hashing of the whole array (seconds per GB) for a one-off graph;
+        # whole-block chunks of the default size, so nothing needs rechunking when aligned.
+        chunks = default_chunks(data.shape, level.block_shape, data.dtype.itemsize)
+        array = da.from_array(data, chunks=chunks, name=False)
     if array.ndim != 3:
         raise DvidInputError(f"DVID volumes are 3-d (z, y, x); got an array of shape {array.shape}")
     if any(math.isnan(n) for n in array.shape):

@@ -141,3 +141,19 @@ def test_zarr_io_pool_can_be_resized(dvid_node: Node) -> None:
     np.testing.assert_array_equal(array[...], data)
     with pytest.raises(DvidInputError, match="at least 1"):
         coalesce.set_io_threads(0)
+
+
+def test_to_dvid_numpy_input_uses_whole_block_chunks(dvid_node: Node) -> None:
+    create_array(dvid_node, "gray", ((0, 0, 0), (64, 64, 128)), "uint8", block_size=32)
+    data = np.random.default_rng(8).integers(0, 256, (64, 64, 128), dtype=np.uint8)
+    transport = dvid_node.transport
+    before = transport.requests_sent
+    to_dvid(data, dvid_node, "gray")
+    # a few metadata requests plus one POST /raw per default chunk; no read-merge-write
+    assert transport.requests_sent - before <= 6
+    np.testing.assert_array_equal(open_dask(dvid_node, "gray").compute(), data)
+    region = data[:40, 3:50, 7:99]
+    to_dvid(region[::-1], dvid_node, "gray", offset=(10, 3, 7))
+    model = data.copy()
+    model[10:50, 3:50, 7:99] = region[::-1]
+    np.testing.assert_array_equal(open_dask(dvid_node, "gray").compute(), model)
