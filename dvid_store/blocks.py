@@ -46,7 +46,8 @@ only differences that held in every run changed a default):
 * ``max_blocks`` (:data:`DEFAULT_MAX_BLOCKS`, 1024) and ``max_bytes``
   (:data:`DEFAULT_MAX_BYTES`, 128 MiB) per request, reads and writes; 16–4096 blocks
   per request measured 0.8–1.0x the default for zarr reads.
-* ``max_write_voxels`` (:data:`DEFAULT_MAX_WRITE_VOXELS`, 256³) per ``POST /raw``.
+* ``max_write_voxels`` (:data:`DEFAULT_MAX_WRITE_VOXELS`, 512³, i.e. no cap beyond
+  the two above) per ``POST /raw``; 256³ measured 0.67–1.0x of it, 128³ was inconsistent (0.8–1.6x).
 * read ``compression``: labelmap "blocks" (lz4 0.39–0.71x, uncompressed 0.35–0.63x);
   imageblk "stored" (uncompressed 0.73–0.94x).
 * labelmap write body :data:`DEFAULT_LABEL_WRITE_COMPRESSION`: "lz4" ("none" measured
@@ -124,15 +125,16 @@ DEFAULT_MAX_BLOCKS = 1024
 #: At most this many uncompressed bytes per request.
 DEFAULT_MAX_BYTES = 128 << 20
 
-#: At most this many voxels per ``POST /raw``. DVID v1.0.0 serialises imageblk
-#: requests of more than 256³ voxels through one server-wide mutex
-#: (``server.LargeMutationMutex``), so bigger write boxes from concurrent tasks queue
-#: behind each other; boxes of at most 256³ voxels are stored concurrently. On 2
-#: cores this measured the same as the former 1024-block cap for a 512³ uint8
-#: ``to_dvid`` (1.12x vs 1.11x a single ``POST /raw``, interleaved runs) and beat
-#: 128³ boxes (0.85x): smaller requests cost more per voxel; the cap matters when
-#: more writers run at once than DVID has cores.
-DEFAULT_MAX_WRITE_VOXELS = 256**3
+#: At most this many voxels per ``POST /raw`` (on top of the block and byte caps).
+#: DVID v1.0.0 serialises imageblk requests of more than 256³ voxels through one
+#: server-wide mutex (``server.LargeMutationMutex``), so concurrent writers with bigger
+#: boxes queue behind each other. On this 2-core machine a 256³ cap nevertheless
+#: measured no gain: 1.12x vs 1.11x a single ``POST /raw`` for a 512³ uint8
+#: ``to_dvid`` in 8 chunks (interleaved runs), and 0.67x / 0.71x the uncapped speed
+#: for a one-chunk 384³ write (fewer, bigger requests are cheaper; DVID has no spare
+#: cores to run more at once). So the default, 512³, adds no cap beyond 1024 blocks;
+#: set ``max_write_voxels=256**3`` where many writers share a DVID with many cores.
+DEFAULT_MAX_WRITE_VOXELS = 512**3
 
 _READ_CHOICES = {
     "imageblk": ("uncompressed", "stored"),
