@@ -195,6 +195,8 @@ class VolumeWriter:
         if outer == box:
             self.io.write_box(value, start)
             return
+        # Check before merging: numpy's assignment would wrap values that do not fit.
+        value = self.io._check_dtype(value)
         data = self.io.read_box(outer)
         inner = tuple(slice(a - o, b - o) for a, b, o in zip(start, stop, outer[0]))
         data[inner] = value

@@ -157,3 +157,16 @@ def test_to_dvid_numpy_input_uses_whole_block_chunks(dvid_node: Node) -> None:
     model = data.copy()
     model[10:50, 3:50, 7:99] = region[::-1]
     np.testing.assert_array_equal(open_dask(dvid_node, "gray").compute(), model)
+
+
+def test_to_dvid_refuses_values_that_do_not_fit_even_in_edge_blocks(dvid_node: Node) -> None:
+    import dask.array as da
+
+    from dvid_store import DvidInputError
+    from dvid_store.create import create_array
+
+    create_array(dvid_node, "gray", (64, 64, 64), "uint8")
+    data = np.full((10, 20, 30), 300, dtype=np.int64)  # 300 does not fit in uint8
+    with pytest.raises(DvidInputError, match="without losing values"):
+        to_dvid(da.from_array(data, chunks=(10, 20, 30)), dvid_node, "gray", offset=(3, 5, 7))
+    assert not open_dask(dvid_node, "gray").compute().any()  # nothing was written
