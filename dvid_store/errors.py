@@ -29,6 +29,7 @@ __all__ = [
     "UnknownNodeError",
     "UnsupportedError",
     "error_from_response",
+    "redact_text",
     "redact_url",
 ]
 
@@ -166,6 +167,20 @@ def error_from_response(method: str, url: str, status: int, text: str) -> DvidHT
     else:
         cls = DvidHTTPError
     return cls(method, url, status, text or f"(empty body, status {status})")
+
+
+_SECRET_IN_TEXT = re.compile(
+    r"\b(" + "|".join(sorted(SECRET_PARAMS)) + r")=[^&\s'\")]*", re.IGNORECASE
+)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the value of every ``<secret param>=value`` replaced by ``***``.
+
+    For free text that embeds URLs (library messages, log lines); whole URLs go
+    through :func:`redact_url`.
+    """
+    return _SECRET_IN_TEXT.sub(r"\1=***", text)
 
 
 def redact_url(url: str) -> str:

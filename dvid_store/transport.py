@@ -16,7 +16,6 @@ import itertools
 import logging
 import os
 import random
-import re
 import threading
 import time
 import weakref
@@ -27,7 +26,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import DvidConnectionError, ServerBusyError, error_from_response, redact_url
+from .errors import DvidConnectionError, ServerBusyError, error_from_response, redact_text, redact_url
 
 __all__ = ["RetryPolicy", "Secret", "Transport"]
 
@@ -393,9 +392,8 @@ def _error_text(response: requests.Response) -> str:
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc)
     # urllib3 puts the whole request URL (query string included) in its messages.
-    text = re.sub(r"(admintoken|token)=[^&\s'\")]*", r"\1=***", text, flags=re.IGNORECASE)
+    text = redact_text(str(exc))
     if "Connection refused" in text:
         return "connection refused"
     if isinstance(exc, requests.Timeout):
@@ -404,17 +402,13 @@ def _describe(exc: Exception) -> str:
 
 
 class _RedactSecrets(logging.Filter):
-    """Masks admin tokens in urllib3's debug lines, which print full request URLs."""
-
-    _pattern = re.compile(r"(admintoken=)[^&\s\"]*", re.IGNORECASE)
+    """Masks secrets in urllib3's debug lines, which print full request URLs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
-            record.args = tuple(
-                self._pattern.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(redact_text(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):
-            record.msg = self._pattern.sub(r"\1***", record.msg)
+            record.msg = redact_text(record.msg)
         return True
 
 

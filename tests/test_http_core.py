@@ -310,3 +310,12 @@ def test_requests_sent_counts_every_attempt(dvid_client: DvidClient) -> None:
     with pytest.raises(DvidConnectionError):
         dead.request("GET", "/api/heartbeat")
     assert dead.requests_sent == 3
+
+
+def test_redact_text_masks_every_secret_parameter() -> None:
+    from dvid_store.errors import redact_text
+
+    line = "GET /api/repos?u=ann&admintoken=a1&token=t2&jwt=j3&passcode=p4&app=x HTTP/1.1"
+    masked = redact_text(line)
+    assert all(secret not in masked for secret in ("a1", "t2", "j3", "p4"))
+    assert "u=ann" in masked and "app=x" in masked
