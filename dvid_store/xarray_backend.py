@@ -133,8 +133,8 @@ def _dataarray(
         zip("zyx", default_chunks(level.shape, level.block_shape, np.dtype(layout.dtype).itemsize, DEFAULT_CHUNK_BYTES))
     )
     array = xr.DataArray(variable, coords=coords, name=instance, attrs=_attrs(layout, level))
-    for dim, unit in zip("zyx", layout.units):
-        array[dim].attrs["units"] = normalise_unit(unit) or unit
+    for dim, unit in zip("zyx", array.attrs["voxel_units"]):
+        array[dim].attrs["units"] = unit
     return array
 
 
@@ -172,7 +172,7 @@ def open_dataarray(
     -------
     xarray.DataArray
         Dims ``z, y, x``; coordinates in physical units (``units`` in each
-        coordinate's attributes); attributes ``voxel_size``, ``units``, ``offset``,
+        coordinate's attributes); attributes ``voxel_size``, ``voxel_units``, ``offset``,
         ``scale`` and the DVID source.
     """
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
