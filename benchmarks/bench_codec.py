@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import platform
 import statistics
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dvid_store.testing.samples import SAMPLE_VOLUMES, sample_volume  # noqa: E402
 from dvid_store.codecs import (  # noqa: E402
     DEFAULT_GZIP_LEVEL,
     decode_gzipped_label_block,
@@ -58,22 +58,6 @@ CASES = (
     "encode",
     "encode_wire",
 )
-SAMPLES = (
-    "fib19-64x64x64-sample1",
-    "fib19-64x64x64-sample2",
-    "cx-64x64x64-sample1",
-    "cx-64x64x64-sample2",
-)
-
-
-def testdata_dir() -> Path:
-    """The shared label test vectors (``DVID_STORE_TESTDATA`` overrides)."""
-    env = os.environ.get("DVID_STORE_TESTDATA")
-    if env:
-        return Path(env)
-    return ROOT.parent / "shared" / "testdata" / "labels"
-
-
 def median_seconds(func: Callable[[], object], repeats: int, number: int) -> float:
     """Median wall time of one call, over ``repeats`` batches of ``number`` calls."""
     func()  # warm caches and allocator
@@ -86,8 +70,8 @@ def median_seconds(func: Callable[[], object], repeats: int, number: int) -> flo
     return statistics.median(times)
 
 
-def bench_sample(path: Path, repeats: int, number: int) -> dict[str, object]:
-    raw = np.frombuffer(gzip.decompress(path.read_bytes()), dtype="<u8").reshape(64, 64, 64)
+def bench_sample(sample: str, repeats: int, number: int) -> dict[str, object]:
+    raw = sample_volume(sample)
     nbytes = raw.nbytes
     baseline_gz = gzip.compress(raw.tobytes(), compresslevel=6)
     encoded = encode_label_block(raw)
@@ -116,7 +100,7 @@ def bench_sample(path: Path, repeats: int, number: int) -> dict[str, object]:
     timings = {name: statistics.median(values) for name, values in samples.items()}
     base = timings["baseline"]
     result: dict[str, object] = {
-        "sample": path.name,
+        "sample": f"{sample}.dat.gz",
         "labels": int(np.unique(raw).size),
         "encoded_bytes": len(encoded),
         "wire_bytes": len(wire),
@@ -138,14 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
 
-    data_dir = testdata_dir()
     results = []
     print(
         f"{'sample':26s} {'case':12s} {'us/block':>9s} {'MB/s':>8s} {'x baseline':>10s}"
     )
-    for name in SAMPLES:
-        path = data_dir / f"{name}.dat.gz"
-        res = bench_sample(path, args.repeats, args.number)
+    for name in SAMPLE_VOLUMES:
+        res = bench_sample(name, args.repeats, args.number)
         results.append(res)
         for case in CASES:
             r = res[case]

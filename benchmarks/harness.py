@@ -7,7 +7,6 @@ carry over between runs.
 
 from __future__ import annotations
 
-import gzip
 import json
 import statistics
 import subprocess
@@ -21,8 +20,8 @@ from typing import Any
 import numpy as np
 import requests
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "labels"
-SAMPLES = ("fib19-64x64x64-sample1", "fib19-64x64x64-sample2", "cx-64x64x64-sample1", "cx-64x64x64-sample2")
+from dvid_store.testing.samples import SAMPLE_VOLUMES, sample_volume
+
 
 
 @dataclass
@@ -102,10 +101,7 @@ def grayscale_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
 
 def sample_blocks() -> list[np.ndarray]:
     """The real 64³ segmentation samples from shared/testdata."""
-    return [
-        np.frombuffer(gzip.decompress((TESTDATA / f"{name}.dat.gz").read_bytes()), np.uint64).reshape(64, 64, 64)
-        for name in SAMPLES
-    ]
+    return [sample_volume(name) for name in SAMPLE_VOLUMES]
 
 
 def segmentation_volume(shape: tuple[int, int, int]) -> np.ndarray:

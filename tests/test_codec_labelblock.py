@@ -9,10 +9,8 @@ bit, straight from the layout description.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 import zlib
-from pathlib import Path
 
 import numcodecs
 import numpy as np
@@ -32,6 +30,7 @@ from dvid_store.codecs import (
 )
 
 from dvid_store.codecs import _labelblock_jit
+from dvid_store.testing.samples import SAMPLE_VOLUMES, sample_path, sample_volume
 
 
 @pytest.fixture(scope="module", autouse=True, params=["compiled", "numpy"])
@@ -45,31 +44,14 @@ def decoder(request: pytest.FixtureRequest):
     _labelblock_jit.AVAILABLE = saved
 
 
-SAMPLES = (
-    "fib19-64x64x64-sample1",
-    "fib19-64x64x64-sample2",
-    "cx-64x64x64-sample1",
-    "cx-64x64x64-sample2",
-)
+SAMPLES = SAMPLE_VOLUMES
 
 
 # --------------------------------------------------------------------------------------
 # Helpers
 
 
-def labels_testdata() -> Path:
-    """Shared label test vectors; ``DVID_STORE_TESTDATA`` overrides the location."""
-    env = os.environ.get("DVID_STORE_TESTDATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "testdata" / "labels"
-
-
-def load_volume(name: str) -> np.ndarray:
-    path = labels_testdata() / f"{name}.dat.gz"
-    assert path.exists(), f"test vector {path} is missing: set DVID_STORE_TESTDATA to shared/testdata/labels"
-    raw = gzip.decompress(path.read_bytes())
-    return np.frombuffer(raw, dtype="<u8").reshape(64, 64, 64)
+load_volume = sample_volume
 
 
 def reference_decode(data: bytes) -> np.ndarray:
@@ -168,9 +150,7 @@ def roundtrip(block: np.ndarray) -> np.ndarray:
 
 
 def test_decode_dvid_fib19_block_reproduces_volume() -> None:
-    path = labels_testdata() / "fib19-64x64x64-sample1-block.dat.gz"
-    assert path.exists(), f"test vector {path} is missing: set DVID_STORE_TESTDATA to shared/testdata/labels"
-    wire = path.read_bytes()
+    wire = sample_path("fib19-64x64x64-sample1-block.dat.gz").read_bytes()
     expected = load_volume("fib19-64x64x64-sample1")
     decoded = decode_gzipped_label_block(wire)
     assert decoded.shape == (64, 64, 64)

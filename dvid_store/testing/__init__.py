@@ -4,6 +4,15 @@ The pytest fixtures (``dvid_server``, ``dvid_node``) are registered automaticall
 through the ``pytest11`` entry point once dvid_store is installed.
 """
 
+from .samples import SAMPLE_VOLUMES, labels_testdata, sample_path, sample_volume
 from .server import DvidServer, DvidServerError, find_dvid_binary
 
-__all__ = ["DvidServer", "DvidServerError", "find_dvid_binary"]
+__all__ = [
+    "SAMPLE_VOLUMES",
+    "DvidServer",
+    "DvidServerError",
+    "find_dvid_binary",
+    "labels_testdata",
+    "sample_path",
+    "sample_volume",
+]
