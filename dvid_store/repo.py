@@ -62,22 +62,6 @@ class RepoInfo:
         """UUIDs of nodes without children, oldest first."""
         return [v.uuid for v in self._by_age() if not v.children]
 
-    def branch_head(self, branch: str = "master") -> str:
-        """UUID of the newest node on ``branch``.
-
-        Raises
-        ------
-        KeyError
-            No node is on that branch.
-        """
-        nodes = [v for v in self._by_age() if v.branch == branch]
-        if not nodes:
-            known = sorted({v.branch for v in self.versions.values()})
-            raise KeyError(f"repo {self.root} has no branch {branch!r} (branches: {', '.join(known)})")
-        on_branch = {v.uuid for v in nodes}
-        heads = [v for v in nodes if not any(c in on_branch for c in v.children)]
-        return heads[-1].uuid
-
     def _by_age(self) -> list[VersionInfo]:
         return sorted(self.versions.values(), key=lambda v: (v.created, v.uuid))
 
