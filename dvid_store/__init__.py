@@ -47,6 +47,7 @@ from .transport import RetryPolicy
 _LAZY = {
     "DvidStore": "zarr",
     "DvidFileSystem": "fs",
+    "DvidArray": "dask_array",
     "create_array": "create",
     "open_dask": "dask",
     "to_dvid": "dask",
@@ -74,6 +75,7 @@ __all__ = [
     "BadRequestError",
     "CleaveResult",
     "DvidClient",
+    "DvidArray",
     "DvidConnectionError",
     "DvidError",
     "DvidFileSystem",

@@ -359,7 +359,8 @@ class BlockIO:
         box : ((z0, y0, x0), (z1, y1, x1))
             Half-open voxel box; need not be block aligned.
         out : numpy.ndarray, optional
-            C-contiguous destination of the box's shape and :attr:`dtype`.
+            Destination of the box's shape and :attr:`dtype`; may be a strided view
+            (e.g. the box's part of a larger array), which is filled in place.
 
         Returns
         -------

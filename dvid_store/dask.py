@@ -40,6 +40,7 @@ from .zarr.metadata import Layout, Level, discover_layout
 if TYPE_CHECKING:
     import dask.array as da
 
+    from .dask_array import DvidArray
     from .node import Node
 
 __all__ = [
@@ -164,6 +165,14 @@ class VolumeReader:
         data = self.io.read_box(box)  # type: ignore[arg-type]
         return data[after] if any(a != slice(None) for a in after) else data
 
+    def read_into(self, region: tuple[slice, ...], out: np.ndarray) -> np.ndarray:
+        """Read ``self[region]`` (slices of step 1, array indices) into ``out``, a view of that shape."""
+        box = (
+            tuple(o + s.start for o, s in zip(self.origin, region)),
+            tuple(o + s.stop for o, s in zip(self.origin, region)),
+        )
+        return self.io.read_box(box, out=out)  # type: ignore[arg-type]
+
 
 class VolumeWriter:
     """A picklable ``target[region] = data`` for ``dask.array.store`` into a DVID level.
@@ -270,7 +279,7 @@ def open_dask(
     compression: str | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     **conn: Any,
-) -> da.Array:
+) -> DvidArray:
     """One level of a DVID instance as a lazy dask array.
 
     Parameters
@@ -296,12 +305,17 @@ def open_dask(
 
     Returns
     -------
-    dask.array.Array
-        Shape, origin and dtype as the zarr array of :class:`~dvid_store.DvidStore`:
-        index 0 is the level's block-aligned minimum point.
+    DvidArray
+        A :class:`dask.array.Array` whose shape, origin and dtype are those of the
+        zarr array of :class:`~dvid_store.DvidStore`: index 0 is the level's
+        block-aligned minimum point. Its ``compute()`` on the threaded or synchronous
+        scheduler reads straight into the result (no second copy; see
+        :class:`~dvid_store.dask_array.DvidArray`).
     """
     import dask.array as da
     from dask.base import tokenize
+
+    from .dask_array import DvidArray
 
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
     layout = discover_layout(node, instance, supervoxels=supervoxels)
@@ -312,10 +326,11 @@ def open_dask(
         chunks = default_chunks(level.shape, level.block_shape, io.dtype.itemsize, chunk_bytes)
     normal = _dask_chunks(chunks, level.shape, io.dtype, level.block_shape)
     name = f"dvid-{instance}-{tokenize(layout, scale, supervoxels, compression, normal)}"
-    return da.from_array(
+    array = da.from_array(
         reader, chunks=normal, name=name, asarray=False, fancy=False, lock=False,
         meta=np.empty((0, 0, 0), io.dtype),
     )
+    return DvidArray.wrap(array, reader)
 
 
 def _write_chunks(chunks: tuple[tuple[int, ...], ...], start: ZYX, block_shape: ZYX) -> tuple[tuple[int, ...], ...]:

@@ -56,6 +56,11 @@ def test_read_on_workers(client: Client, dvid_node: Node) -> None:
     array[:] = data
     lazy = open_dask(dvid_node, "gray", chunks=(32, 64, 64))
     np.testing.assert_array_equal(client.compute(lazy).result(), data)
+    # with a client as the default scheduler, compute() runs on the workers too (dask's assembly)
+    before = dvid_node.transport.requests_sent
+    np.testing.assert_array_equal(lazy.compute(), data)
+    np.testing.assert_array_equal(np.asarray(lazy[10:90]), data[10:90])
+    assert dvid_node.transport.requests_sent == before  # no request left this process
     # through zarr too: the store travels to the workers as configuration
     via_zarr = da.from_zarr(zarr.open_array(DvidStore(dvid_node, "gray", scale=0), mode="r"), chunks=(32, 64, 64))
     np.testing.assert_array_equal(client.compute(via_zarr).result(), data)
