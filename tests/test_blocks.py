@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dvid_store import DvidInputError, LockedNodeError, Node, UnsupportedError
+from dvid_store import DvidInputError, LockedNodeError, Node, ServerError, UnsupportedError, Voxels
 from dvid_store.blocks import BlockIO, block_boxes
 from dvid_store.geometry import block_coords_in_box
 
@@ -94,6 +94,47 @@ def test_grayscale_stored_encoding_agrees(dvid_node: Node) -> None:
     BlockIO.open(dvid_node, "gray").write_box(volume, (0, 0, 0))
     stored = BlockIO.open(dvid_node, "gray", compression="stored")
     np.testing.assert_array_equal(stored.read_box(((0, 0, 0), volume.shape)), volume)
+
+
+@pytest.mark.parametrize(
+    "storage,default",
+    [("lz4", "stored"), ("none", "stored"), ("gzip", "stored"), ("jpeg", "uncompressed"), ("snappy", "uncompressed")],
+)
+def test_grayscale_read_encoding_follows_the_storage(dvid_node: Node, storage: str, default: str) -> None:
+    Voxels.create(dvid_node, "gray", np.uint8, block_size=(32, 32, 32), compression=storage)
+    smooth = np.add.outer(np.arange(64), np.add.outer(np.arange(64), np.arange(96))).astype(np.uint8)
+    BlockIO.open(dvid_node, "gray").write_box(smooth, (0, 0, 0))
+    box = ((0, 0, 0), smooth.shape)
+    io = BlockIO.open(dvid_node, "gray")
+    assert io.compression == default
+    as_dvid_decodes = io.read_box(box)
+    np.testing.assert_array_equal(as_dvid_decodes, Voxels(dvid_node, "gray").read(box))
+    if storage == "snappy":
+        with pytest.raises(UnsupportedError, match="compression='uncompressed'"):
+            BlockIO.open(dvid_node, "gray", compression="stored")
+        return
+    stored = BlockIO.open(dvid_node, "gray", compression="stored").read_box(box)
+    if storage == "jpeg":
+        # lossy, and libjpeg's inverse DCT is not Go's: close to DVID's decoding, not equal
+        assert np.abs(stored.astype(int) - smooth).max() > 0
+        assert np.abs(stored.astype(int) - as_dvid_decodes).max() <= 1
+    else:
+        np.testing.assert_array_equal(stored, smooth)
+        np.testing.assert_array_equal(as_dvid_decodes, smooth)
+
+
+def test_jpeg_blocks_that_are_not_jpeg_are_reported(dvid_node: Node) -> None:
+    from dvid_store.codecs.jpeg import decode_jpeg_block
+
+    with pytest.raises(ValueError, match="not a JPEG"):
+        decode_jpeg_block(b"\x00" * 64, (4, 4, 4))
+    Voxels.create(dvid_node, "gray", np.uint8, block_size=(32, 32, 32), compression="jpeg")
+    io = BlockIO.open(dvid_node, "gray", compression="stored")
+    io.write_box(np.zeros((32, 32, 32), np.uint8), (0, 0, 0))
+    wrong_shape = BlockIO(dvid_node, "gray", typename="uint8blk", block_shape=(32, 16, 64),
+                          compression="stored", stored="jpeg")
+    with pytest.raises(ServerError, match="could not be decoded"):
+        wrong_shape.read([(0, 0, 0)])
 
 
 @pytest.mark.parametrize(

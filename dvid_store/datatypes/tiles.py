@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..codecs.jpeg import JPEG_MAGIC, pillow_image
 from ..codecs.png import decode_png, encode_png, is_png
 from ..errors import BadRequestError, DvidInputError, NotFoundError, UnsupportedError
 from ..geometry import as_box, as_zyx, xyz_string
@@ -63,7 +64,6 @@ PLANES: dict[str, tuple[int, int]] = {"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}
 _PLANE_ALIASES = {"0_1": "xy", "0_2": "xz", "1_2": "yz"}
 # imagetile's Extended.Encoding values
 _FORMATS = {0: "lz4", 1: "png", 2: "jpg"}
-_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @dataclass(frozen=True)
@@ -417,21 +417,10 @@ def decode_tile(data: bytes | bytearray | memoryview) -> np.ndarray:
     buf = bytes(data)
     if is_png(buf):
         return decode_png(buf)
-    if buf.startswith(_JPEG_MAGIC):
-        image = _pillow("decode JPEG tiles").open(io.BytesIO(buf))
+    if buf.startswith(JPEG_MAGIC):
+        image = pillow_image("decode JPEG tiles").open(io.BytesIO(buf))
         return np.asarray(image)
     raise DvidInputError(f"tile data is neither PNG nor JPEG (starts with {buf[:8]!r})")
-
-
-def _pillow(why: str) -> Any:
-    try:
-        from PIL import Image
-    except ImportError:
-        raise UnsupportedError(
-            f"dvid_store needs the optional Pillow package to {why} (pip install pillow); "
-            "PNG tiles work without it"
-        ) from None
-    return Image
 
 
 def _plane(plane: str) -> str:
@@ -459,7 +448,7 @@ def _encode_tile(image: np.ndarray, fmt: str, expected: tuple[int, int]) -> byte
     if image.dtype != np.uint8:
         raise DvidInputError(f"JPEG tiles must be uint8, got {image.dtype}")
     out = io.BytesIO()
-    _pillow("encode JPEG tiles").fromarray(image).save(out, format="JPEG", quality=90)
+    pillow_image("encode JPEG tiles").fromarray(image).save(out, format="JPEG", quality=90)
     return out.getvalue()
 
 
@@ -473,5 +462,5 @@ def _check_encoded(body: bytes, fmt: str, expected: tuple[int, int]) -> None:
                 f"PNG tile is {height}×{width} (rows × columns); "
                 f"this plane and scale need {expected[0]}×{expected[1]}"
             )
-    elif not body.startswith(_JPEG_MAGIC):
+    elif not body.startswith(JPEG_MAGIC):
         raise DvidInputError("this imagetile stores JPEG tiles, but the data is not a JPEG image")
