@@ -145,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         sweep.run("dask read uint8: compression",
                   {c: open_dask(node, "gray", compression=c).compute for c in ("uncompressed", "stored")},
                   blocks.DEFAULT_READ_COMPRESSION["imageblk"], gray.nbytes, repeats)
-        # uint8 stored as gzip or jpeg: DVID decompresses ("uncompressed", the default for
-        # these) or sends its stored payload for the client to decode ("stored").
+        # uint8 stored as gzip or jpeg: DVID decompresses ("uncompressed") or sends its
+        # stored payload for the client to decode ("stored").
         for stored in ("gzip", "jpeg"):
             name = f"gray_{stored}"
             dvid_store.Voxels.create(node, name, np.uint8, block_size=(32, 32, 32), compression=stored)
             blocks.BlockIO.open(node, name).write_box(gray, (0, 0, 0))
             sweep.run(f"dask read uint8 stored as {stored}: compression",
                       {c: open_dask(node, name, compression=c).compute for c in ("uncompressed", "stored")},
-                      "uncompressed", gray.nbytes, repeats)
+                      blocks.BlockIO.open(node, name).compression, gray.nbytes, repeats)
 
         # c. default dask chunk size, reads and writes
         counter = iter(range(100_000))

@@ -5,7 +5,9 @@ its chunk through :class:`~dvid_store.blocks.BlockIO` in as few requests as the
 per-request caps allow (one ``/specificblocks`` per ≤ 1024 blocks; one ``POST /raw``
 per box). That avoids both one-task-per-block graphs and zarr's per-chunk overhead.
 Readers and writers pickle as configuration, so they run on dask.distributed workers,
-each worker using its own connections.
+each worker using its own connections. :func:`open_dask` returns a
+:class:`~dvid_store.dask_array.DvidArray`, whose ``compute()`` on the local schedulers
+fills one result array in place instead of concatenating chunks (half the peak memory).
 
 Tuning (defaults chosen with ``benchmarks/bench_tuning.py``, 384³ regions, 2 cores,
 loopback DVID; every figure a median with the settings taking turns):
