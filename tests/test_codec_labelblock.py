@@ -747,3 +747,11 @@ def test_codec_is_found_by_id_without_importing_dvid_store() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "dvid_store.codecs.numcodecs_codec"
+
+
+def test_load_label_block_decoder_names_the_decoder_in_use(decoder: str) -> None:
+    from dvid_store.codecs import load_label_block_decoder
+
+    assert load_label_block_decoder() == ("numba" if decoder == "compiled" else "numpy")
+    block = np.arange(8**3, dtype=np.uint64).reshape(8, 8, 8) % 3
+    np.testing.assert_array_equal(decode_label_block(encode_label_block(block)), block)

@@ -202,6 +202,7 @@ def run_demo(ctx: Context, args: argparse.Namespace) -> int:
     import dask.array as da
 
     from .. import create_array, open_dask, to_dvid
+    from ..codecs.labelblock import load_label_block_decoder
     from ..codecs.png import encode_png
     from ..testing import DvidServer
     from ..xarray_backend import open_dataarray
@@ -249,6 +250,9 @@ def run_demo(ctx: Context, args: argparse.Namespace) -> int:
             f"{format_rate(labels.nbytes, dt)} (DVID also built scales 1 and 2)")
 
         # ---------------------------------------------------------------- lazy reads
+        t = time.perf_counter()
+        decoder = load_label_block_decoder()
+        say(f"label-block decoder: {decoder}, loaded in {time.perf_counter() - t:.2f} s (once per process)")
         g = open_dask(gray_url)
         s = open_dask(seg_url)
         say(f"open_dask: grayscale {g.dtype} {format_zyx(g.shape)} in {g.npartitions} chunk(s) of "

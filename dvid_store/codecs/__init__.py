@@ -17,6 +17,7 @@ from .labelblock import (
     encode_label_block,
     label_block_labels,
     label_block_shape,
+    load_label_block_decoder,
 )
 from .numcodecs_codec import DvidLabelBlockCodec
 
@@ -32,4 +33,5 @@ __all__ = [
     "encode_label_block",
     "label_block_labels",
     "label_block_shape",
+    "load_label_block_decoder",
 ]
