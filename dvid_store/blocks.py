@@ -449,11 +449,7 @@ class BlockIO:
             elif kind == "gzip":
                 raw = zlib.decompress(payload, 31)
             elif kind == "jpeg":
-                block = decode_jpeg_block(payload, self.block_shape)
-                if out is None:
-                    return block
-                np.copyto(out, block)
-                return out
+                raw = decode_jpeg_block(payload, self.block_shape).reshape(-1)
             else:  # "blocks"
                 if out is not None:
                     return decode_gzipped_label_block(payload, out=out)

@@ -52,6 +52,7 @@ __all__ = [
     "default_chunks",
     "open_dask",
     "resolve_target",
+    "step_one_bounds",
     "to_dvid",
 ]
 
@@ -128,6 +129,20 @@ def _normalise_key(key: Any, shape: ZYX) -> tuple[tuple[slice, ...], tuple[Any, 
     return tuple(bounds), tuple(after)
 
 
+def step_one_bounds(key: Any, shape: ZYX) -> tuple[slice, ...] | None:
+    """The box (slices of step 1) that a basic index cuts out of ``shape``.
+
+    Returns None for integers (which drop an axis) and steps other than 1; raises
+    IndexError for out-of-range integers, negative steps and anything but integers and
+    slices (``None``, arrays).
+    """
+    bounds, after = _normalise_key(key, shape)
+    keys = key if isinstance(key, tuple) else (key,)
+    if any(a != slice(None) for a in after) or any(isinstance(k, (int, np.integer)) for k in keys):
+        return None
+    return bounds
+
+
 class VolumeReader:
     """A numpy-like, picklable view of one level of a DVID instance (for ``dask.array.from_array``).
 
@@ -160,20 +175,19 @@ class VolumeReader:
         sizes = [s.stop - s.start for s in bounds]
         if 0 in sizes:
             return np.empty(sizes, self.dtype)[after]
-        box = (
-            tuple(o + s.start for o, s in zip(self.origin, bounds)),
-            tuple(o + s.stop for o, s in zip(self.origin, bounds)),
-        )
-        data = self.io.read_box(box)  # type: ignore[arg-type]
+        data = self.io.read_box(self._box(bounds))
         return data[after] if any(a != slice(None) for a in after) else data
 
     def read_into(self, region: tuple[slice, ...], out: np.ndarray) -> np.ndarray:
         """Read ``self[region]`` (slices of step 1, array indices) into ``out``, a view of that shape."""
-        box = (
-            tuple(o + s.start for o, s in zip(self.origin, region)),
+        return self.io.read_box(self._box(region), out=out)
+
+    def _box(self, region: tuple[slice, ...]) -> Box:
+        """The voxel box of array-index slices of step 1."""
+        return (
+            tuple(o + s.start for o, s in zip(self.origin, region)),  # type: ignore[return-value]
             tuple(o + s.stop for o, s in zip(self.origin, region)),
         )
-        return self.io.read_box(box, out=out)  # type: ignore[arg-type]
 
 
 class VolumeWriter:
@@ -192,9 +206,8 @@ class VolumeWriter:
         self.ndim = 3
 
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
-        bounds, after = _normalise_key(key, self.shape)
-        keys = key if isinstance(key, tuple) else (key,)
-        if any(a != slice(None) for a in after) or any(isinstance(k, (int, np.integer)) for k in keys):
+        bounds = step_one_bounds(key, self.shape)
+        if bounds is None:
             raise DvidInputError("DVID volumes are written by boxes: use slices with step 1")
         value = np.asarray(value)
         start = tuple(o + s.start for o, s in zip(self.origin, bounds))

@@ -24,6 +24,8 @@ import dask.array as da
 import numpy as np
 from dask.array.core import slices_from_chunks
 
+from .dask import step_one_bounds
+
 if TYPE_CHECKING:
     from .dask import VolumeReader
 
@@ -69,7 +71,10 @@ class DvidArray(da.Array):
 
     def __getitem__(self, key: Any) -> Any:
         result = super().__getitem__(key)
-        bounds = _step_one_bounds(key, self.shape)
+        try:
+            bounds = step_one_bounds(key, self.shape)
+        except IndexError:  # None, fancy or negative-step indices: dask's result as it is
+            return result
         if bounds is None or not isinstance(result, da.Array) or result.shape != tuple(b.stop - b.start for b in bounds):
             return result
         return DvidArray.wrap(result, self.reader, [s + b.start for s, b in zip(self.start, bounds)])
@@ -100,26 +105,6 @@ def _local_get(scheduler: Any, array: da.Array) -> Any:
 
     get = get_scheduler(scheduler=scheduler, collections=[array])
     return get if get in (dask.threaded.get, dask.local.get_sync) else None
-
-
-def _step_one_bounds(key: Any, shape: Sequence[int]) -> tuple[slice, ...] | None:
-    """The box a basic index of slices with step 1 cuts out of ``shape``; None for anything else."""
-    keys = key if isinstance(key, tuple) else (key,)
-    if sum(k is Ellipsis for k in keys) > 1 or not all(isinstance(k, slice) or k is Ellipsis for k in keys):
-        return None
-    if Ellipsis in keys:
-        i = keys.index(Ellipsis)
-        keys = keys[:i] + (slice(None),) * (len(shape) - len(keys) + 1) + keys[i + 1 :]
-    if len(keys) > len(shape):
-        return None
-    keys = keys + (slice(None),) * (len(shape) - len(keys))
-    bounds = []
-    for k, n in zip(keys, shape):
-        start, stop, step = k.indices(n)
-        if step != 1:
-            return None
-        bounds.append(slice(start, max(start, stop)))
-    return tuple(bounds)
 
 
 def _read_chunk(reader: VolumeReader, out: np.ndarray, start: ZYX, region: tuple[slice, ...]) -> None:
