@@ -6,7 +6,7 @@ costs about as much as reading the labels from DVID (0.35 s of 0.8 s for 512³ u
 on this 2-core machine). A :class:`DvidArray` knows where its chunks come from, so on
 the local schedulers (threads, synchronous) ``compute()`` and ``numpy.asarray``
 allocate the result once and let each task decode its blocks straight into it.
-Measured with ``benchmarks/bench_transfers.py``: about 2x faster for 512³ labels,
+Measured with ``benchmarks/bench_transfers.py``: 2.2-3x faster for 512³ labels,
 peak memory about one result instead of two.
 
 Everything else is dask's: operations on a :class:`DvidArray` (arithmetic,

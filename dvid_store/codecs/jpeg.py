@@ -1,9 +1,10 @@
 """JPEG through the optional Pillow package: imagetile tiles and jpeg-stored uint8blk blocks.
 
 DVID stores a jpeg-compressed block as one 8-bit grayscale image ``X`` wide and
-``Y * Z`` rows high (rows ordered z, then y). Pillow (libjpeg) decodes it about twice
-as fast as DVID sends the same block uncompressed, but its inverse DCT is not Go's:
-decoded voxels can differ from DVID's own decoding (``GET /raw``) by one grey level.
+``Y * Z`` rows high (rows ordered z, then y). Reading the stored JPEGs and decoding
+them with Pillow (libjpeg) measured 1.3-1.8x as fast as having DVID send the blocks
+uncompressed, but libjpeg's inverse DCT is not Go's: decoded voxels can differ from
+DVID's own decoding (``GET /raw``) by one grey level.
 """
 
 from __future__ import annotations
