@@ -132,10 +132,18 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                        help="show the traceback of an error")
     group.add_argument("--user", default=default(None), help="user name sent to DVID (default $DVID_USER or login)")
     group.add_argument("--app", default=default("dvid-store"), help="application name sent to DVID")
-    group.add_argument("--timeout", type=float, default=default(600.0), metavar="SECONDS",
-                       help="read timeout of one request (default 600)")
-    group.add_argument("--retries", type=_positive_int, default=default(8), metavar="N",
-                       help="attempts per request when the server is busy or unreachable (default 8)")
+    group.add_argument("--timeout", type=float, default=default(120.0), metavar="SECONDS",
+                       help="longest silence while waiting for or reading an answer (default 120)")
+    group.add_argument("--retry-seconds", type=float, default=default(30.0), metavar="SECONDS",
+                       help="how long a request is retried when the server is busy, unreachable or its "
+                            "answer breaks off (default 30)")
+    group.add_argument("--retries", type=_positive_int, default=default(None), metavar="N",
+                       help="an extra cap on the attempts per request (default: only --retry-seconds bounds them)")
+    group.add_argument("--deadline", type=float, default=default(600.0), metavar="SECONDS",
+                       help="wall-clock limit of one request, its retries included (default 600)")
+    group.add_argument("--throttle", action="store_true", default=default(False),
+                       help="send DVID's throttle=true with block transfers (DVID runs few at once; "
+                            "the others are retried)")
 
 
 def _transfer_options(parser: argparse.ArgumentParser, *, box: bool = True) -> None:
@@ -328,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .cli_commands.common import Context
 
     ctx = Context(
-        quiet=args.quiet, debug=args.debug, user=args.user, app=args.app, timeout=args.timeout, retries=args.retries
+        quiet=args.quiet, debug=args.debug, user=args.user, app=args.app, timeout=args.timeout,
+        retry_seconds=args.retry_seconds, retries=args.retries, deadline=args.deadline, throttle=args.throttle,
     )
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:

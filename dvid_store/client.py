@@ -33,9 +33,13 @@ class DvidClient:
     admin_token : str, optional
         DVID admin token (default ``$DVID_ADMIN_TOKEN``), used only for admin-only calls.
     timeout : float or (float, float)
-        Connect and read timeouts in seconds.
+        Connect timeout, and the longest silence while waiting for or reading an
+        answer, in seconds.
     retry : RetryPolicy, optional
-        Retry behaviour for 503/504 and connection errors.
+        Retry behaviour for 503/504, connection errors and broken answers (default:
+        retry for up to 30 s).
+    deadline : float
+        Wall-clock limit of one call, its retries included, in seconds.
 
     Examples
     --------
@@ -51,11 +55,13 @@ class DvidClient:
         app: str = "dvid_store",
         token: str | Secret | None = None,
         admin_token: str | Secret | None = None,
-        timeout: float | tuple[float, float] = (5.0, 600.0),
+        timeout: float | tuple[float, float] = (5.0, 120.0),
         retry: RetryPolicy | None = None,
+        deadline: float = 600.0,
     ) -> None:
         self.transport = Transport(
-            url, user=user, app=app, token=token, admin_token=admin_token, timeout=timeout, retry=retry
+            url, user=user, app=app, token=token, admin_token=admin_token, timeout=timeout, retry=retry,
+            deadline=deadline,
         )
 
     @classmethod

@@ -27,20 +27,23 @@ loopback DVID; every figure a median with the settings taking turns):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+import uuid
 import warnings
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .blocks import BlockIO
-from .errors import DvidInputError
-from .geometry import Box, aligned_box, as_zyx
+from .errors import ConcurrentWriteError, DvidError, DvidInputError
+from .geometry import Box, aligned_box, as_zyx, block_coords_in_box, box_shape
 from .zarr.metadata import Layout, Level, discover_layout
 
 if TYPE_CHECKING:
-    import dask.array as da
 
     from .dask_array import DvidArray
     from .node import Node
@@ -49,6 +52,7 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "VolumeReader",
     "VolumeWriter",
+    "block_locks",
     "default_chunks",
     "open_dask",
     "resolve_target",
@@ -92,10 +96,12 @@ def resolve_target(
     return url_or_node, instance, int(scale or 0)
 
 
-def _level_io(node: Node, layout: Layout, level: Level, supervoxels: bool, compression: str | None) -> BlockIO:
+def _level_io(
+    node: Node, layout: Layout, level: Level, supervoxels: bool, compression: str | None, *, throttle: bool = False
+) -> BlockIO:
     return BlockIO(
         node, level.instance, typename=level.typename, block_shape=level.block_shape, scale=level.scale,
-        supervoxels=supervoxels, compression=compression, stored=level.stored,
+        supervoxels=supervoxels, compression=compression, stored=level.stored, throttle=throttle,
     )
 
 
@@ -194,8 +200,19 @@ class VolumeWriter:
     """A picklable ``target[region] = data`` for ``dask.array.store`` into a DVID level.
 
     Regions are array indices (index 0 = ``origin``). A region that covers whole
-    blocks is written directly; partly covered blocks at its edges are read, merged
-    and written back, so regions must not share blocks (:func:`to_dvid` ensures that).
+    blocks is written directly. Blocks it covers only in part (its edge blocks) are
+    read, merged and written back:
+
+    * labelmap edge blocks are read as supervoxel ids, whatever view the data was
+      read through, so every voxel outside the region keeps its stored supervoxel id
+      bit for bit (a body-id read would write merged bodies back as supervoxels and
+      make merges impossible to undo). The written values are stored as given.
+    * the merge of a block holds a lock on it: a per-process lock, and on a
+      dask.distributed worker a cluster-wide ``distributed.MultiLock``, so tasks of
+      one cluster that share blocks never lose each other's voxels;
+    * afterwards the edge blocks are read again, and if the region's own voxels
+      there are not what was written, another writer (an independent process: no
+      lock reaches it) wrote over them: :class:`~dvid_store.errors.ConcurrentWriteError`.
     """
 
     def __init__(self, io: BlockIO, origin: Sequence[int], shape: Sequence[int]) -> None:
@@ -214,6 +231,8 @@ class VolumeWriter:
         stop = tuple(o + s.stop for o, s in zip(self.origin, bounds))
         if value.shape != tuple(b - a for a, b in zip(start, stop)):
             value = np.broadcast_to(value, tuple(b - a for a, b in zip(start, stop)))
+        if value.size == 0:
+            return
         box: Box = (start, stop)  # type: ignore[assignment]
         outer = aligned_box(box, self.io.block_shape)
         if outer == box:
@@ -221,10 +240,113 @@ class VolumeWriter:
             return
         # Check before merging: numpy's assignment would wrap values that do not fit.
         value = self.io._check_dtype(value)
-        data = self.io.read_box(outer)
-        inner = tuple(slice(a - o, b - o) for a, b, o in zip(start, stop, outer[0]))
-        data[inner] = value
-        self.io.write_box(data, outer[0])
+        self.io.node.require_writable(f"writing to {self.io.instance!r}")
+        edges = _edge_blocks(box, outer, self.io.block_shape)
+        with block_locks(self.io, edges):
+            data = np.empty(box_shape(outer), self.io.dtype)
+            stored = self._stored_view()
+            for coord, block in _read_all(stored, edges).items():
+                dst, _ = _block_slices(outer, coord, self.io.block_shape)
+                data[dst] = block
+            inner = tuple(slice(a - o, b - o) for a, b, o in zip(start, stop, outer[0]))
+            data[inner] = value
+            self.io.write_box(data, outer[0])
+            self._verify(stored, edges, outer, data, box)
+
+    def _stored_view(self) -> BlockIO:
+        """The block access that reads what is stored: supervoxel ids for labelmaps."""
+        io = self.io
+        if io.family != "labelmap" or io.supervoxels:
+            return io
+        return BlockIO(
+            io.node, io.instance, typename=io.typename, block_shape=io.block_shape, scale=io.scale,
+            supervoxels=True, compression=io.compression, stored=io.stored, max_blocks=io.max_blocks,
+            max_bytes=io.max_bytes, max_write_voxels=io.max_write_voxels,
+        )
+
+    def _verify(self, stored: BlockIO, edges: list[ZYX], outer: Box, data: np.ndarray, box: Box) -> None:
+        """Read the merged edge blocks back; the region's own voxels must be as written."""
+        again = _read_all(stored, edges)
+        bs = self.io.block_shape
+        for coord in edges:
+            dst, _ = _block_slices(outer, coord, bs)
+            mine = tuple(
+                slice(max(d.start, a - o), min(d.stop, b - o)) for d, a, b, o in zip(dst, box[0], box[1], outer[0])
+            )
+            block_dst = tuple(slice(m.start - d.start, m.stop - d.start) for m, d in zip(mine, dst))
+            if not np.array_equal(again[coord][block_dst], data[mine]):
+                lo = tuple(c * b for c, b in zip(coord, bs))
+                raise ConcurrentWriteError(
+                    f"another writer wrote block at {lo} (z, y, x) of {self.io.instance!r} while this write "
+                    f"merged its part of the box {box[0]}–{box[1]} into it, and this write's voxels there were "
+                    "lost. Writes of boxes that share DVID blocks must not run at once from independent "
+                    "processes: align boxes to the block grid, or run the writers as tasks of one "
+                    "dask.distributed cluster (which locks shared blocks). Write the box again."
+                )
+
+
+def _edge_blocks(box: Box, outer: Box, block_shape: ZYX) -> list[ZYX]:
+    """Blocks of ``outer`` that ``box`` covers only in part, sorted."""
+    edges = []
+    for c in block_coords_in_box(outer, block_shape):
+        coord = (int(c[0]), int(c[1]), int(c[2]))
+        lo = tuple(v * b for v, b in zip(coord, block_shape))
+        hi = tuple(v + b for v, b in zip(lo, block_shape))
+        if any(l < a or h > b for l, h, a, b in zip(lo, hi, box[0], box[1])):
+            edges.append(coord)
+    return sorted(edges)
+
+
+def _block_slices(outer: Box, coord: ZYX, block_shape: ZYX) -> tuple[tuple[slice, ...], None]:
+    lo = tuple(v * b - o for v, b, o in zip(coord, block_shape, outer[0]))
+    return tuple(slice(l, l + b) for l, b in zip(lo, block_shape)), None
+
+
+def _read_all(io: BlockIO, coords: list[ZYX]) -> dict[ZYX, np.ndarray]:
+    """Every block of ``coords``, absent ones (confirmed by :meth:`BlockIO.read`) as zeros."""
+    found = io.read(coords)
+    return {c: found[c] if c in found else np.zeros(io.block_shape, io.dtype) for c in coords}
+
+
+_local_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+_local_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def block_locks(io: BlockIO, coords: Sequence[ZYX]) -> Iterator[None]:
+    """Hold the merge locks of blocks ``coords`` of ``io``'s level (see :class:`VolumeWriter`).
+
+    Process-local locks always; on a dask.distributed worker also one
+    ``distributed.MultiLock`` over the blocks' names, cluster-wide. Locks are taken
+    in sorted order, so writers never deadlock.
+    """
+    transport = io.node.transport
+    names = [
+        f"dvid_store-merge:{transport.base_url}/{io.node.uuid}/{io.instance}/{io.scale}/{z}_{y}_{x}"
+        for z, y, x in sorted(coords)
+    ]
+    with _local_guard:
+        locks = [_local_locks.setdefault(name, threading.Lock()) for name in names]
+    with contextlib.ExitStack() as stack:
+        for lock in locks:
+            stack.enter_context(lock)
+        cluster = _cluster_lock(names)
+        if cluster is not None:
+            cluster.acquire()
+            stack.callback(cluster.release)
+        yield
+
+
+def _cluster_lock(names: list[str]) -> Any:
+    try:
+        from distributed import MultiLock, get_worker
+    except ImportError:
+        return None
+    try:
+        get_worker()
+    except ValueError:  # not running on a worker
+        return None
+    return MultiLock(names=names)
 
 
 def default_chunks(
@@ -293,6 +415,7 @@ def open_dask(
     *,
     compression: str | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    throttle: bool = False,
     **conn: Any,
 ) -> DvidArray:
     """One level of a DVID instance as a lazy dask array.
@@ -315,6 +438,8 @@ def open_dask(
         Transfer encoding (see :class:`~dvid_store.blocks.BlockIO`).
     chunk_bytes : int
         Target size of a default chunk.
+    throttle : bool
+        Send DVID's ``throttle=true`` with every request (see :class:`~dvid_store.blocks.BlockIO`).
     **conn
         ``user``, ``app``, ``token``, ``scheme`` for URLs.
 
@@ -335,7 +460,7 @@ def open_dask(
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
     layout = discover_layout(node, instance, supervoxels=supervoxels)
     level = layout.level(scale)
-    io = _level_io(node, layout, level, supervoxels, compression)
+    io = _level_io(node, layout, level, supervoxels, compression, throttle=throttle)
     reader = VolumeReader(io, level.origin, level.shape)
     if chunks is None:
         chunks = default_chunks(level.shape, level.block_shape, io.dtype.itemsize, chunk_bytes)
@@ -372,6 +497,7 @@ def to_dvid(
     offset: Sequence[int] | None = None,
     scale: int | None = None,
     compute: bool = True,
+    throttle: bool = False,
     **conn: Any,
 ) -> Any:
     """Write a dask (or numpy) array into a DVID instance.
@@ -391,20 +517,36 @@ def to_dvid(
         Level to write (labelmap scales > 0 need the label block codec).
     compute : bool
         Write now (default) or return a ``dask.delayed`` to compute later.
+    throttle : bool
+        Send DVID's ``throttle=true``: DVID runs few throttled requests at once and
+        answers the others 503, which are retried within the retry budget.
+
+    Raises
+    ------
+    DvidInputError, LockedNodeError
+        Checked before any task runs: nothing is written.
+    DvidError
+        A chunk could not be written. Its notes say which chunks (voxel boxes) were
+        stored, which failed and which were not attempted (after the first failure
+        the remaining chunks are skipped). Every chunk is written whole or not at
+        all, so writing the array again repairs it.
 
     Notes
     -----
     Checks come first: a committed node, a dtype that does not fit and a non-3-d
     array are refused before any task runs. Chunks whose edges do not fall on
     DVID's block grid are rechunked so that no two tasks share a block; blocks at
-    the edge of an unaligned region are read, merged and written back.
+    the edge of an unaligned region are read (labelmaps: as supervoxel ids), merged
+    and written back under a lock (see :class:`VolumeWriter`). The values written
+    into a labelmap are stored as supervoxel ids. An empty array writes nothing.
     """
+    import dask
     import dask.array as da
 
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
     layout = discover_layout(node, instance)
     level = layout.level(scale)
-    io = _level_io(node, layout, level, False, None)
+    io = _level_io(node, layout, level, False, None, throttle=throttle)
     if not isinstance(array, da.Array):
         data = np.asarray(array)
         if data.ndim != 3:
@@ -424,8 +566,96 @@ def to_dvid(
         )
     io.node.require_writable(f"writing to {instance!r}")
     start = as_zyx(offset if offset is not None else level.origin, "offset")
+    _check_int32_box((start, tuple(a + int(n) for a, n in zip(start, array.shape))))
+    if array.size == 0:
+        return None if compute else dask.delayed(None)
     if not _aligned(array.chunks, start, level.block_shape):
         array = array.rechunk(_write_chunks(array.chunks, start, level.block_shape))
-    origin = start
-    writer = VolumeWriter(io, origin, array.shape)
-    return da.store(array, writer, lock=False, compute=compute)
+    writer = VolumeWriter(io, start, array.shape)
+    token = uuid.uuid4().hex
+    regions = list(_chunk_regions(array.chunks))
+    pieces = array.to_delayed().ravel()
+    tasks = [
+        dask.delayed(_write_chunk, pure=False)(writer, region, piece, token)
+        for region, piece in zip(regions, pieces)
+    ]
+    summary = dask.delayed(_summarise_write, pure=False)(tasks, instance, token)
+    return summary.compute() if compute else summary
+
+
+#: Outcome of one chunk of a :func:`to_dvid`: its voxel box and the error that stopped it,
+#: ``None`` when it was stored, or the string "skipped" when it was not attempted.
+_Outcome = tuple[Box, Any]
+
+_failed_writes: set[str] = set()
+
+
+def _chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[slice, ...]]:
+    starts = [np.cumsum((0,) + c[:-1]) for c in chunks]
+    for index in np.ndindex(*(len(c) for c in chunks)):
+        yield tuple(slice(int(s[i]), int(s[i]) + c[i]) for s, c, i in zip(starts, chunks, index))
+
+
+def _write_chunk(writer: VolumeWriter, region: tuple[slice, ...], data: np.ndarray, token: str) -> _Outcome:
+    box: Box = (
+        tuple(o + r.start for o, r in zip(writer.origin, region)),  # type: ignore[assignment]
+        tuple(o + r.stop for o, r in zip(writer.origin, region)),
+    )
+    if token in _failed_writes or _cluster_flag(token, set_it=False):
+        return box, "skipped"  # another chunk failed: stop writing, report it
+    try:
+        writer[region] = data
+    except DvidError as exc:
+        _failed_writes.add(token)
+        _cluster_flag(token, set_it=True)
+        return box, exc
+    return box, None
+
+
+def _cluster_flag(token: str, *, set_it: bool) -> bool:
+    """A cluster-wide "a chunk of this write failed" flag (a ``distributed.Event``) on workers."""
+    try:
+        from distributed import Event, get_worker
+    except ImportError:
+        return False
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    event = Event(f"dvid_store-write-failed-{token}")
+    if set_it:
+        event.set()
+        return True
+    return bool(event.is_set())
+
+
+def _summarise_write(outcomes: list[_Outcome], instance: str, token: str) -> None:
+    _failed_writes.discard(token)
+    failed = [(box, err) for box, err in outcomes if err is not None and not isinstance(err, str)]
+    if not failed:
+        return None
+    stored = [box for box, err in outcomes if err is None]
+    skipped = [box for box, err in outcomes if isinstance(err, str)]
+    error: DvidError = failed[0][1]
+    error.add_note(
+        f"to_dvid into {instance!r}: {len(stored)} of {len(outcomes)} chunks were stored, {len(failed)} failed, "
+        f"{len(skipped)} were not attempted after the failure. Each chunk is written whole or not at all; "
+        "writing the array again repairs the rest."
+    )
+    error.add_note(f"failed chunks (voxel boxes, z, y, x): {_boxes_text([b for b, _ in failed])}")
+    error.add_note(f"stored chunks: {_boxes_text(stored)}")
+    raise error
+
+
+def _boxes_text(boxes: list[Box], limit: int = 20) -> str:
+    shown = ", ".join(f"{a}–{b}" for a, b in boxes[:limit])
+    more = f" and {len(boxes) - limit} more" if len(boxes) > limit else ""
+    return (shown + more) or "none"
+
+
+def _check_int32_box(box: tuple[Sequence[int], Sequence[int]]) -> None:
+    low, high = -(2**31), 2**31 - 1
+    if any(not low <= v <= high for corner in box for v in corner):
+        raise DvidInputError(
+            f"the box {tuple(box[0])}–{tuple(box[1])} (z, y, x) leaves DVID's signed 32-bit coordinate range"
+        )

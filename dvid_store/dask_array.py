@@ -25,6 +25,7 @@ import numpy as np
 from dask.array.core import slices_from_chunks
 
 from .dask import step_one_bounds
+from .geometry import check_allocation
 
 if TYPE_CHECKING:
     from .dask import VolumeReader
@@ -131,6 +132,7 @@ def read_into_result(
         Passed to ``get`` (``num_workers``, ``pool``, ...).
     """
     shape = tuple(sum(c) for c in chunks)
+    check_allocation(shape, reader.dtype, f"computing {reader.io.instance!r}")
     out = np.empty(shape, reader.dtype)
     if out.size == 0:
         return out

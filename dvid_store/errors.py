@@ -12,19 +12,25 @@ Every exception that names a URL names it without secrets (see
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "AuthError",
     "BadRequestError",
+    "ConcurrentWriteError",
     "DvidConnectionError",
     "DvidError",
     "DvidHTTPError",
     "DvidInputError",
+    "DvidTimeoutError",
     "LockedNodeError",
+    "MalformedAnswerError",
     "NotFoundError",
+    "RedirectError",
     "ServerBusyError",
     "ServerError",
+    "UnexpectedAnswerError",
     "UnknownInstanceError",
     "UnknownNodeError",
     "UnsupportedError",
@@ -38,7 +44,16 @@ SECRET_PARAMS = frozenset({"admintoken", "token", "jwt", "passcode"})
 
 
 class DvidError(Exception):
-    """Base class of every error raised by dvid_store."""
+    """Base class of every error raised by dvid_store.
+
+    dvid_store raises these without a chained ``__cause__`` or ``__context__``, and
+    they pickle without them: the HTTP library's exceptions hold the request, with
+    its ``Authorization`` header and query string, which must never travel (e.g. from
+    a dask worker back to the client).
+    """
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.args, _public_state(self)))
 
 
 class DvidInputError(DvidError, ValueError):
@@ -59,6 +74,21 @@ class DvidConnectionError(DvidError, ConnectionError):
         super().__init__(message)
         self.url = url
         self.attempts = attempts
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_connection_error, (type(self), str(self.args[0]), self.url, self.attempts, _notes(self)))
+
+
+class DvidTimeoutError(DvidConnectionError, TimeoutError):
+    """A call did not complete within its deadline (``Transport(deadline=...)``)."""
+
+
+class ConcurrentWriteError(DvidError):
+    """Another writer changed blocks that this write had read, merged and written back.
+
+    Raised where dvid_store can see it (the merged voxels read back differently);
+    unaligned writes that share blocks must not run at once from independent processes.
+    """
 
 
 class DvidHTTPError(DvidError):
@@ -84,9 +114,6 @@ class DvidHTTPError(DvidError):
         where = f"{self.method} {self.url}"
         head = f"HTTP {status}" if status is not None else "refused before sending"
         super().__init__(f"{head} for {where}: {self.message}")
-
-    def __reduce__(self):  # keep pickling (dask ships exceptions between processes)
-        return (type(self), (self.method, self.url, self.status, self.message))
 
 
 class BadRequestError(DvidHTTPError):
@@ -118,7 +145,38 @@ class ServerBusyError(DvidHTTPError):
 
 
 class ServerError(DvidHTTPError):
-    """The server failed internally (5xx other than busy)."""
+    """The server failed internally (5xx other than busy), or its answer could not be used."""
+
+
+class MalformedAnswerError(ServerError):
+    """A 2xx answer that broke off, was shorter than it said, or could not be parsed.
+
+    Safe requests are retried on it within the retry budget; this is raised when every
+    attempt failed so.
+    """
+
+
+class UnexpectedAnswerError(MalformedAnswerError):
+    """A 2xx answer that is not DVID's: an HTML page, or a body where DVID sends none.
+
+    Typically a sign-in page, captive portal or misconfigured proxy answered instead
+    of DVID. A write answered so is not stored as far as anyone can tell.
+    """
+
+
+class RedirectError(DvidHTTPError):
+    """A 3xx answer. dvid_store never follows redirects: a redirected POST becomes a GET
+    (the write would be lost while "succeeding"). Use the final address as the server URL."""
+
+    def __init__(self, method: str, url: str, status: int | None, message: str) -> None:
+        location = message.strip()
+        if location and not location.startswith("redirect"):
+            message = (
+                f"redirect to {redact_url(location)!r}, which dvid_store does not follow (a redirected write would "
+                "be lost). Use the address it points to as the server URL, or fix the instance name or path "
+                "(DVID redirects paths with '.' or '..' segments)"
+            )
+        super().__init__(method, url, status, message)
 
 
 _LOCKED = re.compile(r"locked node", re.IGNORECASE)
@@ -193,3 +251,31 @@ def redact_url(url: str) -> str:
         return url
     query = urlencode([(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="*")
     return urlunsplit(parts._replace(query=query))
+
+
+def _public_state(error: BaseException) -> dict[str, Any]:
+    state = {k: v for k, v in vars(error).items() if not k.startswith("__")}
+    notes = _notes(error)
+    if notes:
+        state["__notes__"] = notes
+    return state
+
+
+def _notes(error: BaseException) -> list[str]:
+    return [str(n) for n in getattr(error, "__notes__", ())]
+
+
+def _rebuild(cls: type[DvidError], args: tuple[Any, ...], state: dict[str, Any]) -> DvidError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _rebuild_connection_error(
+    cls: type[DvidConnectionError], message: str, url: str, attempts: int, notes: list[str]
+) -> DvidConnectionError:
+    error = cls(message, url=url, attempts=attempts)
+    for note in notes:
+        error.add_note(note)
+    return error

@@ -7,7 +7,9 @@ strings are produced only here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +22,7 @@ __all__ = [
     "as_zyx",
     "block_coords_in_box",
     "box_shape",
+    "check_allocation",
     "is_aligned",
     "split_box",
     "xyz_string",
@@ -31,11 +34,23 @@ Box = tuple[ZYX, ZYX]
 
 def as_zyx(value: int | Sequence[int] | np.ndarray, what: str = "point") -> ZYX:
     """Three integers in (z, y, x) order; a single integer is used for all axes."""
-    if isinstance(value, (int, np.integer)):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return (int(value),) * 3  # type: ignore[return-value]
-    items = [int(v) for v in np.asarray(value).ravel()]
-    if len(items) != 3:
-        raise DvidInputError(f"{what} needs 3 values in (z, y, x) order, got {list(items)}")
+    raw = np.asarray(value).ravel()
+    if raw.size != 3:
+        raise DvidInputError(f"{what} needs 3 values in (z, y, x) order, got {raw.tolist()}")
+    if raw.dtype.kind not in "iu":
+        # int() would truncate 31.5 to 31 and shift the data by a voxel without a word.
+        try:
+            whole = raw.dtype.kind in "f" and bool(np.all(np.isfinite(raw))) and bool(np.all(raw == np.round(raw)))
+        except TypeError:
+            whole = False
+        if not whole or raw.dtype.kind == "b":
+            raise DvidInputError(
+                f"{what} must be whole numbers of voxels in (z, y, x) order, got {raw.tolist()}; "
+                "round the coordinates yourself (DVID addresses voxels by integers)"
+            )
+    items = [int(v) for v in raw]
     return items[0], items[1], items[2]
 
 
@@ -130,3 +145,27 @@ def _cuts(start: int, stop: int, step: int, grid: int) -> Iterator[tuple[int, in
         nxt = min(nxt, stop)
         yield cut, nxt
         cut = nxt
+
+
+def memory_limit() -> int:
+    """Bytes of physical memory of this machine (a generous ceiling for one array)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return 1 << 62
+
+
+def check_allocation(shape: Sequence[int], dtype: Any, what: str) -> None:
+    """Refuse, before allocating, an array larger than this machine's memory.
+
+    numpy would fail with a bare ``MemoryError`` (or the system would start
+    swapping) only after the request was planned; a clear refusal says what to do.
+    """
+    nbytes = int(np.prod([int(n) for n in shape], dtype=object)) * np.dtype(dtype).itemsize
+    limit = memory_limit()
+    if nbytes > limit:
+        raise DvidInputError(
+            f"{what} of shape {tuple(int(n) for n in shape)} needs {nbytes / 2**30:,.1f} GiB, more than this "
+            f"machine's {limit / 2**30:,.1f} GiB of memory; read a smaller box, or use open_dask() and compute "
+            "on its chunks (e.g. a reduction, or to_dvid/da.store into other storage)"
+        )

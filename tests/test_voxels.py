@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -241,24 +243,33 @@ def test_throttled_requests_wait_for_a_busy_server(dvid_server, dvid_node) -> No
     # Hold DVID's only throttle slot: a throttled 64 MiB read whose body we leave unread
     # keeps its handler blocked in the middle of writing the response.
     transport = dvid_node.transport
-    hold = transport.request(
-        "GET", vol.path("raw", "0_1_2", "1024_256_256", "0_0_0"), params={"throttle": "true"}, stream=True
-    )
-    try:
-        with pytest.raises(ServerBusyError) as busy:
-            impatient.voxels("g").write(data, (0, 0, 0), throttle=True)
-        assert busy.value.status == 503 and "throttled" in busy.value.message
-        with pytest.raises(ServerBusyError):
-            impatient.labelmap("seg").write(data.astype(np.uint64), (0, 0, 0), throttle=True)
-        with ThreadPoolExecutor(2) as pool:
+    started, release = threading.Event(), threading.Event()
+
+    def hold_slot(pieces):
+        first = next(pieces)
+        started.set()
+        release.wait(60)
+        return len(first) + sum(len(p) for p in pieces)
+
+    with ThreadPoolExecutor(3) as pool:
+        hold = pool.submit(
+            transport.stream, "GET", vol.path("raw", "0_1_2", "1024_256_256", "0_0_0"), hold_slot,
+            params={"throttle": "true"},
+        )
+        try:
+            assert started.wait(60)
+            with pytest.raises(ServerBusyError) as busy:
+                impatient.voxels("g").write(data, (0, 0, 0), throttle=True)
+            assert busy.value.status == 503 and "throttled" in busy.value.message
+            with pytest.raises(ServerBusyError):
+                impatient.labelmap("seg").write(data.astype(np.uint64), (0, 0, 0), throttle=True)
             voxels = pool.submit(vol.write, data, (0, 0, 0), throttle=True)
             labels = pool.submit(seg.write, data.astype(np.uint64) + 1, (0, 0, 0), throttle=True)
-            received = sum(len(chunk) for chunk in hold.iter_content(1 << 20))  # release the slot
-            assert received == 1024 * 256 * 256
-            voxels.result(timeout=60)
-            labels.result(timeout=60)
-    finally:
-        hold.close()
+        finally:
+            release.set()  # read the rest of the body: DVID frees the slot
+        assert hold.result(timeout=60) == 1024 * 256 * 256
+        voxels.result(timeout=60)
+        labels.result(timeout=60)
     np.testing.assert_array_equal(vol.read(((0, 0, 0), (64, 64, 64)), throttle=True), data)
     np.testing.assert_array_equal(seg.read(((0, 0, 0), (64, 64, 64)), throttle=True), data.astype(np.uint64) + 1)
 

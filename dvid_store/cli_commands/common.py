@@ -51,9 +51,16 @@ class Context:
     user, app : str
         Sent to DVID as ``u=`` and ``app=``.
     timeout : float
-        Read timeout of one request, in seconds.
-    retries : int
-        Attempts per request when the server is busy or unreachable.
+        Longest silence while waiting for or reading an answer, in seconds.
+    retry_seconds : float
+        How long a request is retried when the server is busy, unreachable or its
+        answer breaks off.
+    retries : int, optional
+        An extra cap on the attempts per request.
+    deadline : float
+        Wall-clock limit of one request, its retries included, in seconds.
+    throttle : bool
+        Send DVID's ``throttle=true`` with block transfers.
     out, err : text streams
         Where results and diagnostics go.
     """
@@ -62,8 +69,11 @@ class Context:
     debug: bool = False
     user: str | None = None
     app: str = "dvid-store"
-    timeout: float = 600.0
-    retries: int = 8
+    timeout: float = 120.0
+    retry_seconds: float = 30.0
+    retries: int | None = None
+    deadline: float = 600.0
+    throttle: bool = False
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
 
@@ -73,8 +83,8 @@ class Context:
         from ..transport import RetryPolicy
 
         return DvidClient(
-            server, user=self.user, app=self.app, timeout=(5.0, self.timeout),
-            retry=RetryPolicy(max_attempts=self.retries),
+            server, user=self.user, app=self.app, timeout=(5.0, self.timeout), deadline=self.deadline,
+            retry=RetryPolicy(total_seconds=self.retry_seconds, max_attempts=self.retries),
         )
 
     def say(self, *lines: str) -> None:

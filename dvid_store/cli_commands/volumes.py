@@ -21,7 +21,6 @@ from ..geometry import Box
 from .common import Context, Target, format_box
 
 if TYPE_CHECKING:
-    import zarr
 
     from ..blocks import BlockIO
     from ..node import Node
@@ -93,6 +92,7 @@ class DvidLevel:
     layout: Layout
     level: Level
     supervoxels: bool = False
+    throttle: bool = False
 
     @classmethod
     def open(
@@ -104,7 +104,7 @@ class DvidLevel:
         node = node if node is not None else target.node(ctx)
         assert target.instance is not None
         layout = discover_layout(node, target.instance, supervoxels=supervoxels)
-        return cls(target, node, layout, layout.level(scale), supervoxels)
+        return cls(target, node, layout, layout.level(scale), supervoxels, ctx.throttle)
 
     @property
     def dtype(self) -> np.dtype:
@@ -130,7 +130,7 @@ class DvidLevel:
         level = self.level
         return BlockIO(
             self.node, level.instance, typename=level.typename, block_shape=level.block_shape,
-            scale=level.scale, supervoxels=self.supervoxels, stored=level.stored,
+            scale=level.scale, supervoxels=self.supervoxels, stored=level.stored, throttle=self.throttle,
         )
 
     def extents(self) -> Box:

@@ -42,7 +42,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from ..errors import DvidInputError, NotFoundError, UnsupportedError
+from ..errors import DvidInputError, MalformedAnswerError, NotFoundError, UnsupportedError
 from . import _protobuf
 from .base import Instance
 
@@ -96,7 +96,7 @@ class KeyValue(Instance):
         self._check_key(key)
         body = _check_value(key, value)
         self.require_writable(f"storing key {key!r}")
-        self.transport.request("POST", self.path("key", key), data=body, idempotent=True)
+        self.transport.request("POST", self.path("key", key), data=body, idempotent=True, expect_empty=True)
 
     def get(self, key: str, *, byte_range: tuple[int, int] | None = None) -> bytes:
         """The value stored under ``key``.
@@ -124,19 +124,32 @@ class KeyValue(Instance):
         """
         self._check_key(key)
         if byte_range is None:
-            return self.transport.request("GET", self.path("key", key)).content
+            # Through GET /keyvalues, not GET /key: DVID sends a large value as a chunked
+            # body with no length, which a proxy can end early without a trace; in the
+            # protobuf answer every value carries its length.
+            value = self._fetch_values([key]).get(key, b"")
+            if not value:
+                raise NotFoundError("GET", self.transport.url(self.path("key", key)), 404, f"key {key!r} not found")
+            return value
         start, stop = _check_range(byte_range)
-        response = self.transport.request(
-            "GET", self.path("key", key), headers={"Range": f"bytes={start}-{stop - 1}"}, stream=True
+
+        def read_range(pieces: Iterator[bytes]) -> tuple[bool, bytes]:
+            head = next(pieces, b"")
+            if len(head) > stop - start:  # the whole value: stop reading, it may be huge
+                return False, b""
+            return True, head + b"".join(pieces)
+
+        ranged, body = self.transport.stream(
+            "GET", self.path("key", key), read_range, headers={"Range": f"bytes={start}-{stop - 1}"},
+            allow_html=True,
         )
-        with response:
-            if response.status_code != 206:
-                raise UnsupportedError(
-                    f"the DVID server at {self.node.client.url} ignored the byte range for key {key!r} "
-                    "(it answered with the whole value: DVID v1.0.0 has no keyvalue byte ranges); "
-                    "read the whole value with get(key) and slice it instead"
-                )
-            return response.content
+        if not ranged:
+            raise UnsupportedError(
+                f"the DVID server at {self.node.client.url} ignored the byte range for key {key!r} "
+                "(it answered with the whole value: DVID v1.0.0 has no keyvalue byte ranges); "
+                "read the whole value with get(key) and slice it instead"
+            )
+        return body
 
     def put_json(self, key: str, value: Any) -> None:
         """Store ``value`` encoded as JSON (UTF-8) under ``key``."""
@@ -168,7 +181,7 @@ class KeyValue(Instance):
         """Delete ``key``. Deleting a missing key is not an error (DVID answers 200)."""
         self._check_key(key)
         self.require_writable(f"deleting key {key!r}")
-        self.transport.request("DELETE", self.path("key", key))
+        self.transport.request("DELETE", self.path("key", key), expect_empty=True)
 
     # ------------------------------------------------------------ listings
     def keys(self) -> list[str]:
@@ -217,14 +230,28 @@ class KeyValue(Instance):
             self._check_key(key)
         out: dict[str, bytes] = {}
         for i in range(0, len(wanted), self.GET_BATCH_KEYS):
-            batch = wanted[i : i + self.GET_BATCH_KEYS]
-            response = self.transport.request(
-                "GET", self.path("keyvalues"), data=_protobuf.encode_keys(batch)
-            )
-            for key, value in _protobuf.decode_key_values(response.content):
-                if value:
-                    out[key] = value
+            out.update((k, v) for k, v in self._fetch_values(wanted[i : i + self.GET_BATCH_KEYS]).items() if v)
         return out
+
+    def _fetch_values(self, keys: list[str]) -> dict[str, bytes]:
+        """One ``GET /keyvalues``: the value of every key asked for (``b""`` when missing).
+
+        DVID answers every key asked for, in order, so an answer with other keys was
+        cut short (it is asked again) or is not DVID's.
+        """
+
+        def consume(pieces: Iterator[bytes]) -> dict[str, bytes]:
+            try:
+                pairs = _protobuf.decode_key_values(b"".join(pieces))
+            except _protobuf.ProtobufError as exc:
+                problem = f"the keyvalues answer does not parse: {exc}"
+            else:
+                if [k for k, _ in pairs] == keys:
+                    return dict(pairs)
+                problem = f"the keyvalues answer holds {len(pairs)} of the {len(keys)} keys asked for"
+            raise MalformedAnswerError("GET", "", 200, problem)
+
+        return self.transport.stream("GET", self.path("keyvalues"), consume, data=_protobuf.encode_keys(keys))
 
     def put_many(self, items: Mapping[str, BytesLike] | Iterable[tuple[str, BytesLike]]) -> None:
         """Store many values with few requests (``POST /keyvalues``, protobuf).
@@ -260,7 +287,8 @@ class KeyValue(Instance):
 
     def _post_batch(self, batch: list[tuple[str, BytesLike]]) -> None:
         self.transport.request(
-            "POST", self.path("keyvalues"), data=_protobuf.encode_key_values(batch), idempotent=True
+            "POST", self.path("keyvalues"), data=_protobuf.encode_key_values(batch), idempotent=True,
+            expect_empty=True,
         )
 
     # -------------------------------------------------------- dict-like
@@ -304,8 +332,14 @@ class KeyValue(Instance):
             raise DvidInputError(f"keyvalue {what} {key!r} is not valid Unicode text ({exc.reason})") from None
 
     def _range_pairs(self, first: str, last: str) -> list[tuple[str, bytes]]:
-        response = self.transport.request("GET", self.path("keyrangevalues", first, last))
-        return _protobuf.decode_key_values(response.content)
+        def consume(pieces: Iterator[bytes]) -> list[tuple[str, bytes]]:
+            try:
+                return _protobuf.decode_key_values(b"".join(pieces))
+            except _protobuf.ProtobufError as exc:
+                problem = f"the keyrangevalues answer does not parse: {exc}"
+            raise MalformedAnswerError("GET", "", 200, problem)
+
+        return self.transport.stream("GET", self.path("keyrangevalues", first, last), consume)
 
     def _exact_listing(self, text: str, first: str | None, last: str | None) -> list[str]:
         """Parse a key listing, replacing the keys DVID's Printf mangled by their exact names.

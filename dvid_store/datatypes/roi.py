@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..errors import DvidError, DvidInputError
+from ..errors import DvidInputError
 from ..geometry import Box, aligned_box, as_box, as_zyx, box_shape, xyz_string
 from .base import Instance
+from .volume import bytes_into
 
 __all__ = ["Roi", "Substack", "blocks_to_spans", "spans_to_blocks"]
 
@@ -140,9 +141,8 @@ class Roi(Instance):
         astart, astop = aligned_box((start, stop), self.block_shape)
         shape = box_shape((astart, astop))
         path = self.path("mask", "0_1_2", xyz_string(shape), xyz_string(astart))
-        response = self.transport.request("GET", path, stream=True)
-        with response:
-            volume = _read_exact(response, int(np.prod(shape, dtype=np.int64))).reshape(shape)
+        volume = np.empty(shape, np.uint8)
+        self.transport.stream("GET", path, bytes_into(volume))
         crop = tuple(slice(a - b, c - b) for a, c, b in zip(start, stop, astart))
         return np.ascontiguousarray(volume[crop])
 
@@ -276,19 +276,3 @@ def _as_points(points: object, what: str = "points") -> np.ndarray:
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise DvidInputError(f"{what} must be integers, got {arr.dtype} values that are not whole numbers")
     return arr.astype(np.int64)
-
-
-def _read_exact(response: Any, nbytes: int) -> np.ndarray:
-    """Read a streamed body that must hold exactly ``nbytes`` into a new uint8 array."""
-    out = np.empty(nbytes, dtype=np.uint8)
-    view = memoryview(out)
-    filled = 0
-    for chunk in response.iter_content(chunk_size=1 << 20):
-        if filled + len(chunk) > nbytes:
-            filled += len(chunk)
-            break
-        view[filled : filled + len(chunk)] = chunk
-        filled += len(chunk)
-    if filled != nbytes:
-        raise DvidError(f"DVID sent {filled}+ bytes for a mask of {nbytes} voxels ({response.url})")
-    return out

@@ -33,20 +33,29 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import lz4.block
 import numpy as np
 
-from ..errors import DvidInputError, ServerBusyError, ServerError
-from ..geometry import Box, ZYX, aligned_box, as_box, as_zyx, box_shape, is_aligned, split_box, xyz_string
+from ..errors import DvidInputError, MalformedAnswerError, ServerBusyError
+from ..geometry import (
+    Box,
+    ZYX,
+    aligned_box,
+    as_box,
+    as_zyx,
+    box_shape,
+    check_allocation,
+    is_aligned,
+    split_box,
+    xyz_string,
+)
 from .base import Instance
 
 if TYPE_CHECKING:
-    import requests
-
     from ..node import Node
 
 __all__ = [
@@ -371,6 +380,7 @@ class VolumeInstance(Instance):
         by default it is ``GET /raw`` with ``params``.
         """
         _check_int32(box)
+        check_allocation(box_shape(box) + self.channel_shape, self.dtype, f"a read of {self.name!r}")
         out = np.zeros(box_shape(box) + self.channel_shape, dtype=self.dtype)
         reader = read_part or (lambda part, dest: self._get_raw(part, dest, params, compressed=compressed))
         parts = list(split_box(box, self._part_voxels(self._voxel_bytes, compressed), grid))
@@ -379,23 +389,9 @@ class VolumeInstance(Instance):
         return out
 
     def _get_raw(self, part: Box, dest: np.ndarray, params: Mapping[str, Any], *, compressed: bool) -> None:
-        """``GET /raw/0_1_2/<size>/<offset>`` of ``part`` into ``dest``."""
-        path = self._raw_path(part)
-        response = self.transport.request("GET", path, params=params, stream=not compressed)
-        if compressed:
-            raw = response.content
-            try:
-                data = lz4.block.decompress(raw, uncompressed_size=dest.nbytes)
-            except lz4.block.LZ4BlockError as exc:
-                raise ServerError("GET", response.url, response.status_code, f"bad LZ4 body ({exc})") from None
-            if len(data) != dest.nbytes:
-                raise ServerError(
-                    "GET", response.url, response.status_code,
-                    f"LZ4 body decompressed to {len(data)} bytes, expected {dest.nbytes}",
-                )
-            dest[...] = np.frombuffer(data, dtype=self.dtype).reshape(dest.shape)
-            return
-        stream_into(response, dest)
+        """``GET /raw/0_1_2/<size>/<offset>`` of ``part`` into ``dest``, its length checked."""
+        consume = lz4_into(dest) if compressed else bytes_into(dest)
+        self.transport.stream("GET", self._raw_path(part), consume, params=params)
 
     def _raw_path(self, part: Box) -> str:
         return self.path("raw", "0_1_2", xyz_string(box_shape(part)), xyz_string(part[0]))
@@ -507,31 +503,52 @@ def coerce_array(
     )
 
 
-def stream_into(response: requests.Response, dest: np.ndarray) -> None:
-    """Copy a streamed response body into ``dest`` (any layout), checking its length."""
-    target = dest if dest.flags.c_contiguous else np.empty(dest.shape, dtype=dest.dtype)
-    buf = target.reshape(-1).view(np.uint8)
-    expected = buf.size
-    pos = 0
-    try:
-        for chunk in response.iter_content(_STREAM_CHUNK):
-            end = pos + len(chunk)
+def bytes_into(dest: np.ndarray) -> Callable[[Iterator[bytes]], None]:
+    """A body reader (see :meth:`Transport.stream`) that fills ``dest`` with exactly its bytes.
+
+    A body longer or shorter than ``dest`` raises :class:`MalformedAnswerError`, so a
+    safe request is asked again instead of leaving part of ``dest`` unwritten.
+    """
+
+    def consume(pieces: Iterator[bytes]) -> None:
+        target = dest if dest.flags.c_contiguous else np.empty(dest.shape, dtype=dest.dtype)
+        buf = target.reshape(-1).view(np.uint8)
+        expected, pos = buf.size, 0
+        for piece in pieces:
+            end = pos + len(piece)
             if end > expected:
-                raise ServerError(
-                    "GET", response.url, response.status_code,
-                    f"body is longer than the {expected} bytes the request geometry implies",
+                raise MalformedAnswerError(
+                    "GET", "", 200, f"the body is longer than the {expected} bytes the request geometry implies"
                 )
-            buf[pos:end] = np.frombuffer(chunk, dtype=np.uint8)
+            buf[pos:end] = np.frombuffer(piece, dtype=np.uint8)
             pos = end
-    finally:
-        response.close()
-    if pos != expected:
-        raise ServerError(
-            "GET", response.url, response.status_code,
-            f"body ended after {pos} of the {expected} bytes the request geometry implies",
-        )
-    if target is not dest:
-        dest[...] = target
+        if pos != expected:
+            raise MalformedAnswerError(
+                "GET", "", 200, f"the body ended after {pos} of the {expected} bytes the request geometry implies"
+            )
+        if target is not dest:
+            dest[...] = target
+
+    return consume
+
+
+def lz4_into(dest: np.ndarray) -> Callable[[Iterator[bytes]], None]:
+    """A body reader that decompresses a raw LZ4 block of exactly ``dest.nbytes`` into ``dest``."""
+
+    def consume(pieces: Iterator[bytes]) -> None:
+        raw = b"".join(pieces)
+        try:
+            data = lz4.block.decompress(raw, uncompressed_size=dest.nbytes)
+        except lz4.block.LZ4BlockError as exc:
+            problem = f"bad LZ4 body of {len(raw)} bytes ({exc})"
+        else:
+            if len(data) == dest.nbytes:
+                dest[...] = np.frombuffer(data, dtype=dest.dtype).reshape(dest.shape)
+                return
+            problem = f"the LZ4 body decompressed to {len(data)} bytes, expected {dest.nbytes}"
+        raise MalformedAnswerError("GET", "", 200, problem)
+
+    return consume
 
 
 def post_retrying_busy(
@@ -541,24 +558,27 @@ def post_retrying_busy(
     params: Mapping[str, Any],
     *,
     idempotent: bool,
-) -> requests.Response:
-    """POST ``body``; a 503 (DVID's "too many throttled operations" or "unavailable") is retried.
+) -> None:
+    """POST ``body`` that DVID answers with an empty body; a 503 is retried even when not idempotent.
 
-    DVID answers 503 before it reads the body, so even a non-idempotent POST may be
-    sent again; the transport's retry policy bounds the waiting.
+    DVID answers 503 (throttled, or starting/stopping) before it reads the body, so
+    even a non-idempotent POST may be sent again after one; the transport's retry
+    policy bounds the waiting.
     """
     policy = transport.retry
     started = time.monotonic()
     attempt = 0
     while True:
+        busy: ServerBusyError | None = None
         try:
-            return transport.request("POST", path, params=params, data=body, idempotent=idempotent)
+            transport.request("POST", path, params=params, data=body, idempotent=idempotent, expect_empty=True)
+            return
         except ServerBusyError as exc:
-            attempt += 1
-            late = time.monotonic() - started >= policy.total_seconds or attempt >= policy.max_attempts
-            if idempotent or exc.status != 503 or late:  # idempotent ones were retried by the transport
-                raise
-            time.sleep(policy.delay(attempt))  # back-off before asking the busy server again
+            busy = exc
+        attempt += 1
+        if idempotent or busy.status != 503 or not policy.allows(attempt, time.monotonic() - started):
+            raise busy  # idempotent ones were already retried by the transport
+        time.sleep(policy.delay(attempt))  # back-off before asking the busy server again
 
 
 def _run_parts(

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import lz4.block
 import numpy as np
 
-from ..errors import DvidInputError, ServerError, UnsupportedError
+from ..errors import DvidInputError, MalformedAnswerError, UnsupportedError
 from ..geometry import Box, aligned_box, as_box, box_shape, xyz_string
 from .volume import VolumeInstance
 
@@ -215,30 +215,46 @@ class Voxels(VolumeInstance):
         if stored is None:
             query["compression"] = "uncompressed"
         path = self.path("subvolblocks", xyz_string(box_shape(outer)), xyz_string(outer[0]))
-        response = self.transport.request("GET", path, params=query)
-        body = memoryview(response.content)
         voxel_shape = block + self.channel_shape
         nbytes = int(np.prod(voxel_shape)) * self.dtype.itemsize
-        pos = 0
-        while pos < len(body):
-            if pos + _RECORD.size > len(body):
-                raise ServerError("GET", response.url, response.status_code, "block stream ends inside a record header")
-            bx, by, bz, n = _RECORD.unpack_from(body, pos)
-            pos += _RECORD.size
-            payload = body[pos : pos + n]
-            pos += n
-            if len(payload) != n:
-                raise ServerError("GET", response.url, response.status_code, "block stream ends inside a block")
-            raw = _decode_block(payload, stored, nbytes, response)
-            voxels = np.frombuffer(raw, dtype=self.dtype).reshape(voxel_shape)
-            origin = (bz * block[0], by * block[1], bx * block[2])
-            lo = tuple(max(o, p) for o, p in zip(origin, part[0]))
-            hi = tuple(min(o + b, p) for o, b, p in zip(origin, block, part[1]))
-            if any(h <= l for l, h in zip(lo, hi)):
-                continue
-            src = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, origin))
-            dst = tuple(slice(l - p, h - p) for l, h, p in zip(lo, hi, part[0]))
-            dest[dst] = voxels[src]
+        expected = {
+            (z, y, x)
+            for z in range(outer[0][0] // block[0], outer[1][0] // block[0])
+            for y in range(outer[0][1] // block[1], outer[1][1] // block[1])
+            for x in range(outer[0][2] // block[2], outer[1][2] // block[2])
+        }
+
+        def consume(pieces: Iterator[bytes]) -> set[tuple[int, int, int]]:
+            dest[...] = 0
+            body = memoryview(b"".join(pieces))
+            received: set[tuple[int, int, int]] = set()
+            pos = 0
+            while pos < len(body):
+                if pos + _RECORD.size > len(body):
+                    raise MalformedAnswerError("GET", "", 200, "the block stream ends inside a record header")
+                bx, by, bz, n = _RECORD.unpack_from(body, pos)
+                pos += _RECORD.size
+                payload = body[pos : pos + n]
+                pos += n
+                if len(payload) != n or n <= 0 or (bz, by, bx) not in expected:
+                    raise MalformedAnswerError("GET", "", 200, f"implausible or cut record for block {bx},{by},{bz}")
+                received.add((bz, by, bx))
+                voxels = np.frombuffer(_decode_block(payload, stored, nbytes), dtype=self.dtype).reshape(voxel_shape)
+                origin = (bz * block[0], by * block[1], bx * block[2])
+                lo = tuple(max(o, p) for o, p in zip(origin, part[0]))
+                hi = tuple(min(o + b, p) for o, b, p in zip(origin, block, part[1]))
+                if any(h <= l for l, h in zip(lo, hi)):
+                    continue
+                src = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, origin))
+                dst = tuple(slice(l - p, h - p) for l, h, p in zip(lo, hi, part[0]))
+                dest[dst] = voxels[src]
+            return received
+
+        received = self.transport.stream("GET", path, consume, params=query)
+        if received != expected:
+            # A block stream has no end marker: blocks it left out may be absent or may
+            # have been cut off. GET /raw has a known length and settles it.
+            self._get_raw(part, dest, {k: v for k, v in params.items() if k != "compression"}, compressed=False)
 
     def _stored_format(self) -> str | None:
         """How ``/subvolblocks`` sends this instance's blocks unasked: "lz4", "gzip", "none" or None (ask uncompressed)."""
@@ -329,7 +345,7 @@ def _three(value: Any, what: str) -> tuple[Any, Any, Any]:
     return items  # type: ignore[return-value]
 
 
-def _decode_block(payload: memoryview, stored: str | None, nbytes: int, response: Any) -> bytes | memoryview:
+def _decode_block(payload: memoryview, stored: str | None, nbytes: int) -> bytes | memoryview:
     """One block payload of ``/subvolblocks`` → raw voxel bytes."""
     try:
         if stored == "lz4":
@@ -343,9 +359,7 @@ def _decode_block(payload: memoryview, stored: str | None, nbytes: int, response
         else:
             raw = payload
     except (lz4.block.LZ4BlockError, zlib.error, struct.error) as exc:
-        raise ServerError("GET", response.url, response.status_code, f"undecodable block ({exc})") from None
+        raise MalformedAnswerError("GET", "", 200, f"undecodable block ({exc})") from None
     if len(raw) != nbytes:
-        raise ServerError(
-            "GET", response.url, response.status_code, f"a block holds {len(raw)} bytes, expected {nbytes}"
-        )
+        raise MalformedAnswerError("GET", "", 200, f"a block holds {len(raw)} bytes, expected {nbytes}")
     return raw
