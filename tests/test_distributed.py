@@ -93,3 +93,40 @@ def test_zarr_writes_from_workers(client: Client, dvid_node: Node) -> None:
     np.testing.assert_array_equal(target[:], data)
     for report in client.run(_worker_connections).values():
         assert report["leaks"] == []
+
+
+def test_writes_sharing_blocks_on_one_cluster_lose_nothing(client: Client, dvid_node: Node) -> None:
+    """Two to_dvid of adjacent unaligned boxes (x in [0,40) and [40,80)) share edge blocks: the
+    cluster-wide block locks serialise their merges, so neither loses voxels."""
+    create_array(dvid_node, "gray", (32, 32, 96), "uint8")
+    for trial in range(4):
+        left = to_dvid(np.full((32, 32, 40), 2 * trial + 1, np.uint8), dvid_node, "gray", compute=False)
+        right = to_dvid(np.full((32, 32, 40), 2 * trial + 2, np.uint8), dvid_node, "gray", offset=(0, 0, 40),
+                        compute=False)
+        client.gather(client.compute([left, right]))
+        got = dvid_node.voxels("gray")[0:32, 0:32, 0:80]
+        assert (got[..., :40] == 2 * trial + 1).all() and (got[..., 40:] == 2 * trial + 2).all(), f"trial {trial}"
+
+
+def test_an_error_from_a_worker_carries_no_token(client: Client, dvid_server, dvid_node: Node) -> None:
+    import pickle
+
+    from dvid_store import DvidClient
+    from dvid_store.errors import DvidError
+    from dvid_store.testing import FaultProxy
+    from dvid_store.transport import RetryPolicy
+
+    create_array(dvid_node, "gray", (32, 32, 32), "uint8")
+    with FaultProxy(dvid_server.url) as proxy:
+        node = DvidClient(
+            proxy.address, token="SECRET-TOKEN-9d2e", admin_token="ADMIN-TOKEN-41aa", retry=RetryPolicy(total_seconds=0)
+        ).node(dvid_node.uuid)
+        array = open_dask(node, "gray")
+        proxy.inject("reset_before", times=None)
+        future = client.compute(array)
+        with pytest.raises(DvidError) as caught:
+            future.result()
+    blob = pickle.dumps(caught.value)
+    text = repr(caught.value) + str(caught.value.__context__) + str(caught.value.__cause__)
+    for secret in ("SECRET-TOKEN-9d2e", "ADMIN-TOKEN-41aa"):
+        assert secret.encode() not in blob and secret not in text
