@@ -11,6 +11,7 @@ from urllib.parse import quote
 import lz4.block
 
 from .errors import DvidInputError, LockedNodeError, UnknownInstanceError
+from .names import check_instance_name
 from .repo import RepoInfo
 from .settings import dvid_settings
 
@@ -76,7 +77,19 @@ class Node:
         self._unlocked_seen_at = -math.inf
 
     def path(self, *parts: str) -> str:
-        """``/api/node/<uuid>/<parts...>`` with each part percent-encoded."""
+        """``/api/node/<uuid>/<parts...>`` with each part percent-encoded.
+
+        The first part is an instance name or a node action (``commit``, ``note``,
+        ...); it is checked with :func:`~dvid_store.names.check_instance_name`, so a
+        name such as ``"gray/info"`` or ``".."`` never reaches DVID as some other path.
+
+        Raises
+        ------
+        DvidInputError
+            The first part is not a name DVID can serve.
+        """
+        if parts:
+            check_instance_name(parts[0])
         return "/api/node/" + "/".join([self.uuid, *(quote(p, safe="") for p in parts)])
 
     # ---------------------------------------------------------------- status
@@ -207,7 +220,9 @@ class Node:
         typename : str
             DVID datatype, e.g. ``"uint8blk"``, ``"labelmap"``, ``"keyvalue"``, ``"roi"``.
         name : str
-            Instance name (unique in the repo).
+            Instance name, unique in the repo: ASCII letters, digits, ``_``, ``-`` and
+            ``.``, not dots alone, not one of DVID's reserved node actions (see
+            :func:`~dvid_store.names.check_instance_name`).
         **settings
             Python-style settings converted by :func:`dvid_store.settings.dvid_settings`:
             ``block_size=(64, 64, 64)`` and ``voxel_size`` in (z, y, x),
@@ -215,11 +230,14 @@ class Node:
 
         Raises
         ------
+        DvidInputError
+            The name is not one DVID can serve (nothing is sent).
         LockedNodeError
             The node is committed.
         BadRequestError
             DVID rejected the settings (its message says which).
         """
+        check_instance_name(name, new=True)
         self.require_writable(f"creating instance {name!r}")
         payload = {"typename": typename, "dataname": name, **dvid_settings(settings)}
         self.transport.post_json(f"/api/repo/{self.uuid}/instance", payload)
@@ -230,61 +248,61 @@ class Node:
         """The keyvalue instance ``name``."""
         from .datatypes.keyvalue import KeyValue
 
-        return KeyValue(self, name)
+        return KeyValue(self, check_instance_name(name))
 
     def voxels(self, name: str) -> Voxels:
         """The imageblk-family instance ``name`` (uint8blk, uint16blk, ..., rgba8blk)."""
         from .datatypes.voxels import Voxels
 
-        return Voxels(self, name)
+        return Voxels(self, check_instance_name(name))
 
     def labelmap(self, name: str) -> Labelmap:
         """The labelmap instance ``name``."""
         from .datatypes.labels import Labelmap
 
-        return Labelmap(self, name)
+        return Labelmap(self, check_instance_name(name))
 
     def labelblk(self, name: str) -> Labelblk:
         """The (legacy) labelblk instance ``name``."""
         from .datatypes.labels import Labelblk
 
-        return Labelblk(self, name)
+        return Labelblk(self, check_instance_name(name))
 
     def labelarray(self, name: str) -> Labelarray:
         """The (legacy) labelarray instance ``name``."""
         from .datatypes.labels import Labelarray
 
-        return Labelarray(self, name)
+        return Labelarray(self, check_instance_name(name))
 
     def labelvol(self, name: str) -> Labelvol:
         """The (legacy) labelvol instance ``name``: sparse volumes of a synced labelblk."""
         from .datatypes.labels import Labelvol
 
-        return Labelvol(self, name)
+        return Labelvol(self, check_instance_name(name))
 
     def roi(self, name: str) -> Roi:
         """The roi instance ``name``."""
         from .datatypes.roi import Roi
 
-        return Roi(self, name)
+        return Roi(self, check_instance_name(name))
 
     def tiles(self, name: str) -> Tiles:
         """The imagetile instance ``name``."""
         from .datatypes.tiles import Tiles
 
-        return Tiles(self, name)
+        return Tiles(self, check_instance_name(name))
 
     def annotations(self, name: str) -> Annotations:
         """The annotation instance ``name``."""
         from .datatypes.annotations import Annotations
 
-        return Annotations(self, name)
+        return Annotations(self, check_instance_name(name))
 
     def graph(self, name: str) -> LabelGraph:
         """The labelgraph instance ``name``: DVID removed that type; every call says so."""
         from .datatypes.graph import LabelGraph
 
-        return LabelGraph(self, name)
+        return LabelGraph(self, check_instance_name(name))
 
     # ---------------------------------------------------------------- general
     def custom_request(
@@ -317,6 +335,13 @@ class Node:
         -------
         bytes
             The response body.
+
+        Raises
+        ------
+        DvidInputError
+            The method is not one of the above, the first path segment is not an
+            instance name or node action DVID can serve, or the path holds a ``.`` or
+            ``..`` segment (DVID would redirect it elsewhere). Nothing is sent.
         """
         method = method.upper()
         if method not in {"GET", "POST", "PUT", "DELETE", "HEAD"}:
@@ -327,6 +352,13 @@ class Node:
             body = lz4.block.compress(bytes(body), store_size=False)
             query["compression"] = "lz4"
         path, _, query_string = endpoint.partition("?")
+        segments = path.lstrip("/").split("/")
+        check_instance_name(segments[0])
+        if any(seg in (".", "..") for seg in segments):
+            raise DvidInputError(
+                f"endpoint {endpoint!r} holds a '.' or '..' segment, which DVID answers with a redirect "
+                "to another path; write the path without it"
+            )
         for item in filter(None, query_string.split("&")):
             key, _, value = item.partition("=")
             query.setdefault(key, value)
