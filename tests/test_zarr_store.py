@@ -411,3 +411,30 @@ def test_store_from_url(dvid_server, dvid_node: Node) -> None:
     np.testing.assert_array_equal(zarr.open_array(store, mode="r")[:], 4)
     doc = json.loads(asyncio.run(store.get("zarr.json", default_buffer_prototype())).to_bytes())
     assert doc["node_type"] == "array" and doc["dimension_names"] == ["z", "y", "x"]
+
+
+def test_batcher_stops_the_rest_of_a_failed_call() -> None:
+    calls: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        calls.append(items)
+        raise DvidInputError("boom")
+
+    batcher: Batcher[int, int] = Batcher(run, max_items=3)
+
+    async def main() -> tuple[list[object], object]:
+        sem = asyncio.Semaphore(3)
+
+        async def one(i: int) -> int:  # zarr's concurrent_map: a task per chunk, at most 3 at a time
+            async with sem:
+                return await batcher.submit(i)
+
+        results = await asyncio.gather(*(one(i) for i in range(12)), return_exceptions=True)
+        await asyncio.sleep(0.01)  # a later call ...
+        later = await asyncio.gather(batcher.submit(99), return_exceptions=True)
+        return results, later[0]
+
+    results, later = asyncio.run(main())
+    assert all(isinstance(r, DvidInputError) for r in results)
+    assert isinstance(later, DvidInputError)
+    assert calls == [[0, 1, 2], [99]]  # ... is sent again; the rest of the failed one never was
