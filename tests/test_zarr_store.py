@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import socket
 import threading
 
 import numpy as np
@@ -12,7 +13,13 @@ import pytest
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 
-from dvid_store import DvidInputError, LockedNodeError, Node, UnsupportedError
+from dvid_store import (
+    DvidConnectionError,
+    DvidInputError,
+    LockedNodeError,
+    Node,
+    UnsupportedError,
+)
 from dvid_store.blocks import BlockIO
 from dvid_store.create import create_array
 from dvid_store.zarr import DvidStore
@@ -193,21 +200,42 @@ def test_versions_keep_old_data(dvid_node: Node) -> None:
     )
 
 
-def test_committed_node_is_read_only(dvid_node: Node) -> None:
+def test_committed_node_refuses_writes_with_locked_node_error(dvid_node: Node) -> None:
     array = create_array(dvid_node, "gray", (32, 32, 64), "uint8")
     array[:] = 5
     dvid_node.commit()
     store = DvidStore(dvid_node, "gray", scale=0)
-    assert store.read_only and store.locked
-    assert store.with_read_only(False).read_only
-    opened = zarr.open(store)
-    np.testing.assert_array_equal(opened[:], 5)
+    # not read_only: zarr would refuse modes "r+"/"a" with its own ValueError before asking the store
+    assert store.locked and not store.read_only
+    assert store.with_read_only(False).locked
     transport = dvid_node.transport
-    before = transport.requests_sent
-    with pytest.raises(LockedNodeError, match="committed"):
-        opened[:] = 1
-    assert transport.requests_sent == before
-    np.testing.assert_array_equal(opened[:], 5)
+    for opened in (
+        zarr.open(store),
+        zarr.open_array(DvidStore(dvid_node, "gray", scale=0), mode="r+"),
+        zarr.open_group(DvidStore(dvid_node, "gray"), mode="a")["0"],
+        zarr.open_group(DvidStore(dvid_node, "gray"))["0"],  # zarr's default mode "a"
+    ):
+        np.testing.assert_array_equal(opened[:], 5)
+        before = transport.requests_sent
+        with pytest.raises(LockedNodeError, match="committed.*make a new version.*new_version"):
+            opened[:] = 1
+        with pytest.raises(LockedNodeError):
+            opened[:] = 0  # zarr deletes all-zero chunks
+        assert transport.requests_sent == before
+        with pytest.raises(LockedNodeError, match="new_version"):
+            opened[:1, :1, :1] = 1  # a partial chunk: zarr reads it first, the write is refused
+    np.testing.assert_array_equal(zarr.open(store, mode="r")[:], 5)
+    with pytest.raises(LockedNodeError):
+        zarr.open_group(DvidStore(dvid_node, "gray"), mode="w")
+
+
+def test_read_only_store_refuses_writes_with_zarrs_message(dvid_node: Node) -> None:
+    create_array(dvid_node, "gray", (32, 32, 32), "uint8")
+    array = zarr.open_array(DvidStore(dvid_node, "gray", scale=0), mode="r")
+    with pytest.raises(ValueError, match="store was opened in read-only mode and does not support writing"):
+        array[:] = 1
+    with pytest.raises(ValueError, match="read_only=False"):
+        asyncio.run(DvidStore(dvid_node, "gray", scale=0, read_only=True).delete("c/0/0/0"))
 
 
 def test_zeros_overwrite_data(dvid_node: Node) -> None:
@@ -413,6 +441,83 @@ def test_store_from_url(dvid_server, dvid_node: Node) -> None:
     assert doc["node_type"] == "array" and doc["dimension_names"] == ["z", "y", "x"]
 
 
+@pytest.mark.parametrize("through_url", [False])
+def test_shrinking_resize_is_refused_before_any_block_is_written(
+    dvid_server, dvid_node: Node, through_url: bool
+) -> None:
+    create_array(dvid_node, "g", (64, 64, 64), "uint8")
+    data = np.random.default_rng(21).integers(1, 256, (64, 64, 64), dtype=np.uint8)
+    io = BlockIO.open(dvid_node, "g")
+    io.write_box(data, (0, 0, 0))
+    if through_url:
+        host = dvid_server.url.split("://", 1)[1]
+        array = zarr.open(f"dvid://{host}/{dvid_node.uuid}/g/0", mode="r+")
+    else:
+        array = zarr.open(DvidStore(dvid_node, "g", scale=0), mode="r+")
+    transport = dvid_node.transport
+    before = transport.requests_sent
+    with pytest.raises(DvidInputError, match=r"resize\(\).*shape.*Nothing was written"):
+        array.resize((10, 10, 10))
+    if not through_url:
+        assert transport.requests_sent == before  # refused before any request
+    np.testing.assert_array_equal(io.read_box(((0, 0, 0), (64, 64, 64))), data)
+    with pytest.raises(DvidInputError, match="shape"):
+        array.resize((64, 64, 96))  # growing only writes metadata: refused as before
+    # zarr's deletes of all-zero chunks still write zero blocks
+    array[:32] = 0
+    expected = data.copy()
+    expected[:32] = 0
+    np.testing.assert_array_equal(io.read_box(((0, 0, 0), (64, 64, 64))), expected)
+
+
+def test_direct_chunk_delete_writes_a_zero_block_that_still_exists(dvid_node: Node) -> None:
+    create_array(dvid_node, "g", (64, 64, 64), "uint8")[:] = 7
+    store = DvidStore(dvid_node, "g", scale=0)
+
+    async def delete_and_look() -> tuple[bool, bytes]:
+        await store.delete("c/1/1/1")
+        value = await store.get("c/1/1/1", default_buffer_prototype())
+        assert value is not None
+        return await store.exists("c/1/1/1"), value.to_bytes()
+
+    exists, value = asyncio.run(delete_and_look())
+    assert exists and value == bytes(32**3)  # DVID has no block delete: a zero block is stored
+    assert zarr.open_array(store, mode="r")[:32].min() == 7
+
+
+def _read_after_failure(node: Node, dead: Node, store: DvidStore) -> tuple[zarr.Array, int]:
+    array = zarr.open_array(
+        DvidStore(dead, "gray", scale=0, layout=store.layout, _locked=False), mode="r"
+    )
+    with pytest.raises(DvidConnectionError):
+        array[:]
+    return array, dead.transport.requests_sent
+
+
+def test_failed_read_sends_no_more_requests(dvid_node: Node) -> None:
+    import time
+
+    from dvid_store import DvidClient
+    from dvid_store.transport import RetryPolicy
+
+    create_array(dvid_node, "gray", (128, 128, 256), "uint8")[:] = 3  # 128 chunks
+    store = DvidStore(dvid_node, "gray", scale=0)
+    with socket.socket() as sock:  # a port nobody listens on: a stopped server
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = Node(DvidClient(f"127.0.0.1:{port}", retry=RetryPolicy(max_attempts=1)), dvid_node.uuid)
+    with zarr.config.set({"async.concurrency": 4}):
+        array, sent = _read_after_failure(dvid_node, dead, store)
+        time.sleep(1.0)  # zarr's other chunk tasks of the failed read run on in the background
+        # one request (zarr's first 4 chunks, one batch) failed; the other 124 chunks sent nothing
+        assert dead.transport.requests_sent == sent == 1
+        # a new read is a new call: it sends its own (failing) request
+        with pytest.raises(DvidConnectionError):
+            array[:]
+        time.sleep(0.5)
+        assert dead.transport.requests_sent == 2
+
+
 def test_batcher_stops_the_rest_of_a_failed_call() -> None:
     calls: list[list[int]] = []
 
@@ -438,3 +543,28 @@ def test_batcher_stops_the_rest_of_a_failed_call() -> None:
     assert all(isinstance(r, DvidInputError) for r in results)
     assert isinstance(later, DvidInputError)
     assert calls == [[0, 1, 2], [99]]  # ... is sent again; the rest of the failed one never was
+
+
+def test_labelmap_body_view_writes_keep_supervoxels(dvid_node: Node) -> None:
+    create_array(dvid_node, "seg", (64, 64, 128), "uint64", block_size=32)
+    rng = np.random.default_rng(17)
+    supervoxels = rng.choice(np.array([1, 2, 3, 2**40 + 5], np.uint64), (64, 64, 128))
+    BlockIO.open(dvid_node, "seg").write_box(supervoxels, (0, 0, 0))
+    merge_labels(dvid_node, "seg", supervoxels, 1, 2)
+    bodies = np.where(supervoxels == 2, 1, supervoxels)
+    view = zarr.open_array(DvidStore(dvid_node, "seg", scale=0), mode="r+")
+    np.testing.assert_array_equal(view[:], bodies)
+    box = (slice(5, 40), slice(10, 33), slice(20, 101))  # unaligned: partial chunks everywhere
+    written = rng.choice(np.array([1, 3, 7, 2**50], np.uint64), bodies[box].shape)
+    view[box] = written
+    expected_bodies = bodies.copy()
+    expected_bodies[box] = written
+    after_sv = BlockIO.open(dvid_node, "seg", supervoxels=True).read_box(((0, 0, 0), (64, 64, 128)))
+    outside = np.ones(supervoxels.shape, bool)
+    outside[box] = False
+    np.testing.assert_array_equal(after_sv[outside], supervoxels[outside])  # bit for bit
+    assert (after_sv == 2).any()  # supervoxel 2 survives: the merge can still be undone
+    # inside the box: the stored supervoxel where the written body was already shown
+    inside_sv = np.where(written == bodies[box], supervoxels[box], written)
+    np.testing.assert_array_equal(after_sv[box], inside_sv)
+    np.testing.assert_array_equal(zarr.open_array(DvidStore(dvid_node, "seg", scale=0), mode="r")[:], expected_bodies)

@@ -10,16 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Iterable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
 
-from ..blocks import DEFAULT_MAX_BLOCKS, DEFAULT_MAX_BYTES, BlockIO, shared_node
+from ..blocks import (
+    DEFAULT_MAX_BLOCKS,
+    DEFAULT_MAX_BYTES,
+    LABEL_TYPES,
+    BlockIO,
+    shared_node,
+)
 from ..errors import DvidInputError, LockedNodeError, UnsupportedError
-from .coalesce import Batcher, io_executor
-from .metadata import Layout, Level, discover_layout, metadata_documents, normalised_document
+from .coalesce import Batcher, FailureScope, io_executor
+from .metadata import (
+    Layout,
+    Level,
+    discover_layout,
+    metadata_documents,
+    normalised_document,
+)
 
 if TYPE_CHECKING:
     from zarr.core.buffer import Buffer, BufferPrototype
@@ -45,10 +65,32 @@ class DvidStore(Store):
     minimum point of the instance's extents (attribute ``dvid.offset``), so negative
     DVID coordinates are reachable. Missing blocks read as 0.
 
-    Writes: a full chunk becomes a block write (zeros included: a zarr ``delete`` of
-    a chunk writes a zero block, so stale data never survives). Writing metadata that
-    differs from the synthesised documents, ``mode="w"`` and deleting metadata are
-    refused; DVID data is never wiped. A committed node opens read-only.
+    Writes: a full chunk becomes a block write. Every write that would change
+    metadata is refused before a single block is written: writing metadata that
+    differs from the synthesised documents, ``resize`` (which would delete chunks
+    first), ``mode="w"``, deleting metadata; DVID data is never wiped. Writes to a
+    committed node raise :class:`~dvid_store.errors.LockedNodeError` before anything
+    is sent (the store is not ``read_only`` for that: zarr would refuse its modes
+    ``"r+"`` and ``"a"``, even for reading, with a ``ValueError``).
+
+    Deleting: DVID has no block delete. A zarr ``delete`` of a chunk, which zarr issues
+    when a written chunk is all zeros (the fill value), writes a zero block: the chunk
+    reads as 0 afterwards but still *exists* and is listed (see :meth:`delete`).
+
+    labelmap body view (``supervoxels=False``, the default): chunks show body ids,
+    but DVID stores supervoxel ids, and zarr writes back whole chunks it read (a
+    partial write reads the chunk, changes the selection and writes all of it). So a
+    written chunk is stored as follows: where the incoming id equals the body id the
+    voxel already shows, the voxel keeps its stored supervoxel id, bit for bit;
+    elsewhere the incoming id is stored as the supervoxel id. Every voxel zarr did not
+    change keeps its supervoxel (merges stay undoable), and the body view afterwards
+    shows what was written, except where the id written is a supervoxel that DVID maps
+    to another body (it then shows that body). Each such write first reads the
+    blocks' supervoxels and bodies (two more requests per batch). With
+    ``supervoxels=True`` chunks are stored as written.
+
+    Reads that fail stop the rest of their zarr call: its remaining chunk requests
+    are never sent (see :class:`~dvid_store.zarr.coalesce.FailureScope`).
 
     Parameters
     ----------
@@ -61,7 +103,9 @@ class DvidStore(Store):
     supervoxels : bool
         labelmap: read supervoxel ids instead of body ids.
     read_only : bool, optional
-        Default: read-only exactly when the node is committed (and the instance versioned).
+        Refuse writes with zarr's ``ValueError`` (default ``False``). A committed node
+        refuses them anyway, with :class:`~dvid_store.errors.LockedNodeError` (unless
+        the instance is unversioned).
     compression : str, optional
         Transfer encoding of block reads (see :class:`~dvid_store.blocks.BlockIO`).
     max_blocks, max_bytes : int
@@ -85,7 +129,6 @@ class DvidStore(Store):
     supports_writes: bool = True
     supports_deletes: bool = True
     supports_listing: bool = True
-    supports_partial_writes: bool = False
 
     def __init__(
         self,
@@ -115,7 +158,10 @@ class DvidStore(Store):
         if scale is not None:
             layout.level(scale)  # validates
         locked = _locked if _locked is not None else (versioned and node.locked)
-        super().__init__(read_only=bool(read_only) or locked)
+        # A committed node does not make the store read-only: zarr would then refuse
+        # every mode but "r" with its own ValueError before the store is asked. Writes
+        # are refused by _check_writable instead, with LockedNodeError.
+        super().__init__(read_only=bool(read_only))
         self._node = node
         self._instance = instance
         self._scale = None if scale is None else int(scale)
@@ -131,6 +177,8 @@ class DvidStore(Store):
         self._docs = metadata_documents(self._layout, self._scale)
         self._doc_json = {k: json.loads(v) for k, v in self._docs.items()}
         self._io: dict[str, BlockIO] = {}
+        self._sv_io: dict[str, BlockIO] = {}
+        self._failures = FailureScope()
         self._readers: dict[str, Batcher[ZYX, np.ndarray | None]] = {}
         self._writers: dict[str, Batcher[tuple[ZYX, np.ndarray], None]] = {}
         self._is_open = True
@@ -177,7 +225,7 @@ class DvidStore(Store):
 
     @property
     def locked(self) -> bool:
-        """Whether the node was committed when the store was opened."""
+        """Whether writes are refused with LockedNodeError: the node was committed when the store was opened."""
         return self._locked
 
     def _config(self) -> tuple[Any, ...]:
@@ -220,7 +268,7 @@ class DvidStore(Store):
         self._init_runtime()
 
     def with_read_only(self, read_only: bool = False) -> DvidStore:
-        """The same store, read-only or not (a committed node stays read-only)."""
+        """The same store, open, read-only or not (a committed node still refuses writes)."""
         return type(self)(
             self._node, self._instance, scale=self._scale, supervoxels=self._supervoxels,
             read_only=read_only, compression=self._compression, max_blocks=self._max_blocks,
@@ -228,18 +276,35 @@ class DvidStore(Store):
         )
 
     async def _open(self) -> None:
+        """Mark the store open; it already is from construction, and opening again is fine.
+
+        A DvidStore has nothing to open (the constructor reads the layout; connections
+        belong to the node's transport), and ``Store.open`` constructs and then opens,
+        so zarr's "store is already open" error would make ``DvidStore.open`` fail.
+        """
         self._is_open = True
 
     def _check_writable(self) -> None:
+        """Refuse a write before anything is sent: committed node first, then read-only.
+
+        Raises
+        ------
+        LockedNodeError
+            The node was committed when the store was opened (and the instance is versioned).
+        ValueError
+            The store was opened read-only (zarr's own message, which zarr's tests check).
+        """
         if self._locked:
             raise LockedNodeError(
                 "POST", self._node.transport.url(self._node.path(self._instance)), None,
                 f"node {self._node.uuid} is committed (locked), so writing to {self._instance!r} is refused; "
-                "write to a new version instead: node.new_version() or node.branch(name)",
+                "make a new version and write there: child = node.new_version() (or node.branch(name)), "
+                f"then DvidStore(child, {self._instance!r}) or create_array/zarr.open on the child",
             )
         if self.read_only:
             raise ValueError(
-                f"{self!r} was opened read-only; open it with read_only=False (or zarr mode 'r+'/'a') to write"
+                f"store was opened in read-only mode and does not support writing: {self!r}; "
+                "open it with read_only=False (zarr mode 'r+' or 'a') to write"
             )
 
     # ---------------------------------------------------------------- keys
@@ -297,26 +362,49 @@ class DvidStore(Store):
                 found = io.read(coords)
                 return [found.get(c) for c in coords]
 
-            reader = self._readers[level.path] = Batcher(read, max_items=io.blocks_per_request)
+            reader = self._readers[level.path] = Batcher(read, max_items=io.blocks_per_request, scope=self._failures)
         return reader
 
     def _writer(self, level: Level) -> Batcher[tuple[ZYX, np.ndarray], None]:
         writer = self._writers.get(level.path)
         if writer is None:
             io = self._block_io(level)
+            supervoxel_io = self._supervoxel_io(level) if self._body_view(level) else None
 
             def write(items: list[tuple[ZYX, np.ndarray]]) -> list[None]:
-                io.write(dict(items))
+                blocks: dict[Any, np.ndarray] = dict(items)
+                if supervoxel_io is not None:
+                    blocks = _keep_supervoxels(blocks, supervoxel_io, io)
+                io.write(blocks)
                 return [None] * len(items)
 
-            writer = self._writers[level.path] = Batcher(write, max_items=io.blocks_per_request)
+            writer = self._writers[level.path] = Batcher(
+                write, max_items=io.blocks_per_request, scope=self._failures
+            )
         return writer
+
+    def _body_view(self, level: Level) -> bool:
+        """Whether chunks of this level show body ids that DVID stores as supervoxel ids."""
+        return level.typename in LABEL_TYPES and not self._supervoxels
+
+    def _supervoxel_io(self, level: Level) -> BlockIO:
+        """The level's blocks as stored (supervoxel ids), for writes through the body view."""
+        io = self._sv_io.get(level.path)
+        if io is None:
+            io = BlockIO(
+                self._node, level.instance, typename=level.typename, block_shape=level.block_shape,
+                scale=level.scale, supervoxels=True, compression=self._compression,
+                stored=level.stored, max_blocks=self._max_blocks, max_bytes=self._max_bytes,
+            )
+            self._sv_io[level.path] = io
+        return io
 
     # ---------------------------------------------------------------- reads
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
         """The bytes of a metadata document or chunk; ``None`` if absent (missing block)."""
+        _check_byte_range(byte_range)
         doc = self._docs.get(key)
         if doc is not None:
             return prototype.buffer.from_bytes(_byte_slice(doc, byte_range))
@@ -396,16 +484,58 @@ class DvidStore(Store):
             )
 
     async def delete(self, key: str) -> None:
-        """Deleting a chunk writes a zero block (DVID then reads 0 there); metadata cannot be deleted."""
+        """Write a zero block for a chunk; refused when zarr deletes chunks to change metadata.
+
+        DVID cannot delete a block, so deleting a chunk writes a block of zeros: the
+        chunk reads as 0 (the fill value) afterwards, but :meth:`exists` stays true and
+        listings keep it, because DVID then holds a (zero) block there. Zero blocks are
+        what zarr's ``array[...] = 0`` needs: zarr deletes a chunk instead of storing
+        it when all its values are the fill value.
+
+        zarr's ``resize`` to a smaller shape deletes the chunks outside the new shape
+        *before* it writes the new shape, which this store refuses (the shape comes from
+        DVID). So a delete that zarr issues from anything but its chunk writer is
+        refused before a single block is written. Direct calls (and ``fs.rm`` of a
+        ``dvid://`` chunk) write the zero block.
+
+        Raises
+        ------
+        DvidInputError
+            ``key`` is a metadata document, or zarr is deleting chunks to resize.
+        LockedNodeError
+            The node is committed.
+        """
         self._check_writable()
         if key in self._docs:
             raise DvidInputError(f"refusing to delete {key!r}: the metadata of a DVID store cannot be deleted")
         parsed = self._chunk(key)
         if parsed is None:
             return
+        self._refuse_zarr_delete(key)
         level, coord = parsed
         io = self._block_io(level)
         await self._writer(level).submit((coord, np.zeros(io.block_shape, io.dtype)))
+
+    def _refuse_zarr_delete(self, key: str) -> None:
+        """Raise if zarr deletes ``key`` for anything but writing a chunk of fill values (see :meth:`delete`).
+
+        Call it directly from the coroutine that zarr awaits, before any task switch
+        into a new task: it reads the caller's await chain.
+        """
+        operation = _zarr_delete_origin()
+        if operation is None:
+            return
+        if operation.endswith("._delete_key") and "_resize" in operation:
+            what = "zarr's resize() (a smaller shape)"
+        else:
+            what = f"zarr ({operation})"
+        raise DvidInputError(
+            f"refusing to delete chunk {key!r} of {self!r} for {what}: the shape, like all metadata of a DVID "
+            "store, comes from the instance and cannot be changed, and DVID cannot delete blocks (zarr would "
+            "have overwritten them with zeros before its refused metadata write). Nothing was written. "
+            "To zero a region write zeros (array[...] = 0); to make an array of another shape use "
+            "dvid_store.create_array()"
+        )
 
     async def delete_dir(self, prefix: str) -> None:
         """Refused: deleting a directory (zarr ``mode="w"``, ``clear``) would wipe DVID data."""
@@ -508,6 +638,17 @@ def _fixed_indices(parts: list[str]) -> tuple[int, ...] | None:
     return tuple(out)
 
 
+def _check_byte_range(byte_range: ByteRequest | None) -> None:
+    if byte_range is not None and not isinstance(
+        byte_range, (RangeByteRequest, OffsetByteRequest, SuffixByteRequest)
+    ):
+        # zarr's stores say "Unexpected byte_range, got ..."; zarr's store tests check that text.
+        raise DvidInputError(
+            f"Unexpected byte_range, got {byte_range!r}: use RangeByteRequest, OffsetByteRequest, "
+            "SuffixByteRequest or None"
+        )
+
+
 def _byte_slice(data: Any, byte_range: ByteRequest | None) -> Any:
     if byte_range is None:
         return data
@@ -518,4 +659,70 @@ def _byte_slice(data: Any, byte_range: ByteRequest | None) -> Any:
         return data[byte_range.offset :]
     if isinstance(byte_range, SuffixByteRequest):
         return data[max(0, n - byte_range.suffix) :]
-    raise DvidInputError(f"unexpected byte range {byte_range!r}")
+    _check_byte_range(byte_range)
+    return data
+
+
+def _keep_supervoxels(blocks: dict[ZYX, np.ndarray], stored_io: BlockIO, body_io: BlockIO) -> dict[ZYX, np.ndarray]:
+    """Blocks to store for body-view chunks: the stored supervoxel id wherever the body is unchanged.
+
+    zarr writes back whole chunks it read through the body view (a partial write
+    reads the chunk, changes the selection and writes all of it). Storing those body
+    ids as supervoxel ids would rewrite every voxel outside the selection and undo
+    merges. So where the incoming id equals the body the voxel already shows, the
+    stored supervoxel id is kept bit for bit; elsewhere the incoming id is stored.
+    """
+    coords = list(blocks)
+    stored = stored_io.read(coords)
+    shown = body_io.read(coords)
+    out = {}
+    for coord, block in blocks.items():
+        supervoxels = stored.get(coord)
+        if supervoxels is None:  # no block yet: every voxel shows 0 and stores 0
+            out[coord] = block
+            continue
+        bodies = shown.get(coord)
+        if bodies is None:
+            bodies = np.zeros_like(supervoxels)
+        out[coord] = np.where(block == bodies, supervoxels, block)
+    return out
+
+
+# zarr frames (module, qualified name) on the await chain of a chunk delete. Deletes
+# from the chunk writer store a chunk whose values all equal the fill value; the
+# pass-through frames only forward a delete. Any other zarr frame is an operation
+# that deletes chunks for its own reasons (resize), which the store refuses. A zarr
+# version that renames the writer fails closed: its zero writes are refused loudly,
+# never a resize let through.
+_ZARR_FILL_WRITERS = frozenset({
+    ("zarr.core.codec_pipeline", "BatchedCodecPipeline.write_batch.<locals>._write_key"),
+    ("zarr.abc.store", "set_or_delete"),
+})
+_ZARR_PASS_THROUGH = frozenset({
+    ("zarr.storage._common", "StorePath.delete"),
+    ("zarr.storage._fsspec", "FsspecStore.delete"),
+    ("zarr.core.common", "concurrent_map.<locals>.run"),
+})
+
+
+def _zarr_delete_origin() -> str | None:
+    """The zarr operation behind the running chunk delete if zarr is not writing fill values, else ``None``.
+
+    Walks the caller's frames (an awaiting coroutine is the ``f_back`` of the one it
+    awaits) past dvid_store's own frames and zarr's pass-through frames. ``None``
+    when the first other frame is zarr's chunk writer or not zarr at all (a direct
+    call, fsspec's ``rm``).
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        name = frame.f_code.co_qualname
+        if module.startswith("dvid_store.") or (module, name) in _ZARR_PASS_THROUGH:
+            frame = frame.f_back
+            continue
+        if (module, name) in _ZARR_FILL_WRITERS:
+            return None
+        if module == "zarr" or module.startswith("zarr."):
+            return f"{module}.{name}"
+        return None
+    return None
