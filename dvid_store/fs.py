@@ -13,20 +13,33 @@ protocol is registered by the ``fsspec.specs`` entry point).
 
 Every byte goes through the store, hence through the node API client: chunk reads
 issued together (``fs.cat([...])``, zarr's concurrent gets) become one multi-block
-request. Files cannot be created, renamed or deleted except chunks: removing a chunk
-writes a zero block.
+request. ``fs.get(url, local_dir, recursive=True)`` copies an instance's keys into a
+local directory, which then opens as an ordinary zarr store.
+
+Files cannot be created, copied, renamed or deleted except chunks. DVID has no block
+delete: removing a chunk (``fs.rm``, or zarr writing a chunk of zeros) writes a zero
+block, so the chunk reads as 0 afterwards but still ``exists()`` and is listed.
+A missing node or instance is a missing path: ``exists`` is ``False`` and ``info``
+raises :class:`FileNotFoundError` carrying DVID's message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fsspec.asyn import AsyncFileSystem
 
-from .errors import DvidInputError, UnsupportedError
+from .errors import (
+    DvidInputError,
+    UnknownInstanceError,
+    UnknownNodeError,
+    UnsupportedError,
+)
 from .transport import Secret
 
 if TYPE_CHECKING:
@@ -79,8 +92,7 @@ def parse_url(url: str, scheme: str = "http") -> DvidURL:
     """
     text = url
     for prefix in ("dvid://", "dvid::"):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
+        text = text.removeprefix(prefix)
     parts = [p for p in text.strip("/").split("/")]
     if len(parts) < 3 or not all(parts[:3]):
         raise DvidInputError(
@@ -166,8 +178,7 @@ class DvidFileSystem(AsyncFileSystem):
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
         for prefix in ("dvid://", "dvid::"):
-            if path.startswith(prefix):
-                path = path[len(prefix) :]
+            path = path.removeprefix(prefix)
         return path.rstrip("/")
 
     def unstrip_protocol(self, name: str) -> str:
@@ -215,7 +226,11 @@ class DvidFileSystem(AsyncFileSystem):
 
     # --------------------------------------------------------------- reads
     async def _cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
-        from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+        from zarr.abc.store import (
+            OffsetByteRequest,
+            RangeByteRequest,
+            SuffixByteRequest,
+        )
         from zarr.core.buffer import default_buffer_prototype
 
         store, key = await self._resolve(path)
@@ -239,14 +254,25 @@ class DvidFileSystem(AsyncFileSystem):
         return value.to_bytes()
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        store, key = await self._resolve(path)
+        """Name, size and type of a key or directory.
+
+        Raises
+        ------
+        FileNotFoundError
+            Nothing at ``path``: no such key, or no such node or instance (then the
+            message is DVID's, and the DVID error is the ``__cause__``).
+        """
+        try:
+            store, key = await self._resolve(path)
+        except (UnknownNodeError, UnknownInstanceError) as exc:
+            raise FileNotFoundError(errno.ENOENT, f"{path}: {exc}", path) from exc
         name = self._strip_protocol(path)
         size = await self._file_size(store, key)
         if size is not None:
             return {"name": name, "size": size, "type": "file"}
         if await self._isdir_key(store, key):
             return {"name": name, "size": 0, "type": "directory"}
-        raise FileNotFoundError(path)
+        raise FileNotFoundError(errno.ENOENT, f"{path}: no such key in {store!r}", path)
 
     async def _file_size(self, store: DvidStore, key: str) -> int | None:
         if not key or store._chunk(key) is None and key not in store._docs:
@@ -264,6 +290,11 @@ class DvidFileSystem(AsyncFileSystem):
         return False
 
     async def _exists(self, path: str, **kwargs: Any) -> bool:
+        """Whether ``path`` names a key or directory; ``False`` for a missing node or instance too.
+
+        A chunk removed with :meth:`rm` still exists: DVID has no block delete, so
+        removing wrote a zero block.
+        """
         try:
             await self._info(path)
         except FileNotFoundError:
@@ -271,7 +302,10 @@ class DvidFileSystem(AsyncFileSystem):
         return True
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        store, key = await self._resolve(path)
+        try:
+            store, key = await self._resolve(path)
+        except (UnknownNodeError, UnknownInstanceError) as exc:
+            raise FileNotFoundError(errno.ENOENT, f"{path}: {exc}", path) from exc
         base = self._strip_protocol(path)
         entries = []
         async for name in store.list_dir(key):
@@ -298,6 +332,7 @@ class DvidFileSystem(AsyncFileSystem):
         await store.set(key, default_buffer_prototype().buffer.from_bytes(value))
 
     async def _rm_file(self, path: str, **kwargs: Any) -> None:
+        """Write a zero block for one chunk (DVID has no block delete: it still exists afterwards)."""
         store, key = await self._resolve(path)
         if store._chunk(key) is None:
             raise UnsupportedError(
@@ -308,7 +343,15 @@ class DvidFileSystem(AsyncFileSystem):
     async def _rm(
         self, path: str | list[str], recursive: bool = False, batch_size: int | None = None, **kwargs: Any
     ) -> None:
+        """Write zero blocks for chunks; anything else is refused before a block is written.
+
+        DVID has no block delete: a removed chunk reads as 0 but still exists and is
+        listed. Deletes that zarr issues through a ``dvid://`` URL to change metadata
+        (``resize``) are refused as :meth:`DvidStore.delete <dvid_store.DvidStore.delete>`
+        refuses them.
+        """
         paths = path if isinstance(path, list) else [path]
+        targets = []
         for p in paths:
             store, key = await self._resolve(p)
             if store._chunk(key) is None:
@@ -316,7 +359,37 @@ class DvidFileSystem(AsyncFileSystem):
                     f"refusing to delete {p!r}: dvid_store never wipes DVID data; only single chunks can be "
                     "removed (each becomes a zero block)"
                 )
-        await asyncio.gather(*(self._rm_file(p) for p in paths))
+            store._check_writable()
+            # Here, not in the tasks below: the check reads this coroutine's await
+            # chain, which a new task would not have.
+            store._refuse_zarr_delete(key)
+            targets.append((store, key))
+        await asyncio.gather(*(store.delete(key) for store, key in targets))
+
+    def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any) -> None:
+        """Refused: DVID keys cannot be renamed (a chunk key is a block position, metadata is synthesised)."""
+        raise UnsupportedError(
+            f"cannot move {path1!r} to {path2!r}: keys of a DVID store cannot be renamed (a chunk key is the "
+            "position of a DVID block and metadata is synthesised from the instance). Copy voxels by reading "
+            "and writing them, e.g. dvid_store.to_dvid(dvid_store.open_dask(src_node, name), dst_node, "
+            "new_name, offset=...) after dvid_store.create_array(dst_node, new_name, ...)"
+        )
+
+    async def _copy(self, path1: Any, path2: Any, recursive: bool = False, **kwargs: Any) -> None:
+        """Refused: copies inside DVID go through arrays (see the message)."""
+        raise UnsupportedError(
+            f"cannot copy {path1!r} to {path2!r} inside DVID: chunk keys are block positions of one instance "
+            "and metadata is synthesised, so there is no file to copy. Copy voxels by reading and writing them, "
+            "e.g. dvid_store.create_array(dst_node, new_name, ...) then dvid_store.to_dvid("
+            "dvid_store.open_dask(src_node, name), dst_node, new_name, offset=...); to copy out of DVID use "
+            "fs.get(url, local_path, recursive=True)"
+        )
+
+    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        await self._copy(path1, path2)
+
+    async def _mv_file(self, path1: str, path2: str) -> None:
+        self.mv(path1, path2)
 
     async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
         """Directories are virtual; nothing to make."""
@@ -325,13 +398,19 @@ class DvidFileSystem(AsyncFileSystem):
         """Directories are virtual; nothing to make."""
 
     async def _put_file(self, lpath: str, rpath: str, **kwargs: Any) -> None:
-        with open(lpath, "rb") as f:
-            await self._pipe_file(rpath, f.read())
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, _read_local, lpath)
+        await self._pipe_file(rpath, data)
 
     async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> None:
+        """Copy a key to a local file; a directory (``get(..., recursive=True)``) becomes a local directory."""
+        loop = asyncio.get_running_loop()
+        store, key = await self._resolve(rpath)
+        if await self._file_size(store, key) is None and await self._isdir_key(store, key):
+            await loop.run_in_executor(None, lambda: os.makedirs(lpath, exist_ok=True))
+            return
         data = await self._cat_file(rpath)
-        with open(lpath, "wb") as f:
-            f.write(data)
+        await loop.run_in_executor(None, _write_local, lpath, data)
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> io.BytesIO:
         if mode != "rb":
@@ -339,3 +418,13 @@ class DvidFileSystem(AsyncFileSystem):
                 f"DVID files open for reading only ('rb'), not {mode!r}; write with fs.pipe(path, data)"
             )
         return io.BytesIO(self.cat_file(path))
+
+
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_local(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import zarr
 
-from dvid_store import DvidInputError, LockedNodeError, Node, UnsupportedError
+from dvid_store import (
+    DvidInputError,
+    LockedNodeError,
+    Node,
+    UnknownInstanceError,
+    UnknownNodeError,
+    UnsupportedError,
+)
 from dvid_store.blocks import BlockIO
 from dvid_store.create import create_array
 from dvid_store.fs import DvidFileSystem, parse_url
@@ -72,7 +79,7 @@ def test_dask_from_zarr_url(gray) -> None:
 
 
 def test_mapper_keys_and_documents(gray, dvid_node: Node) -> None:
-    url, data, start = gray
+    url, _data, _start = gray
     mapper = fsspec.get_mapper(url)
     store = DvidStore(dvid_node, "gray")
     assert json.loads(mapper["zarr.json"]) == json.loads(store._docs["zarr.json"])
@@ -84,14 +91,14 @@ def test_mapper_keys_and_documents(gray, dvid_node: Node) -> None:
     origin = level.origin_block
     chunks = {"0/c/" + "/".join(str(c - o) for c, o in zip(coord, origin)) for coord in io.stored_coords(box)}
     assert keys == {"zarr.json", "0/zarr.json"} | chunks
-    some = sorted(chunks)[0]
+    some = min(chunks)
     assert len(mapper[some]) == 32**3
     with pytest.raises(KeyError):
         mapper["0/c/99/99/99"]
 
 
 def test_cat_of_many_chunks_is_one_request(gray, dvid_node: Node) -> None:
-    url, data, start = gray
+    url, _data, _start = gray
     fs = DvidFileSystem()
     root = url[len("dvid://") :]
     paths = [f"{root}/0/c/{z}/{y}/{x}" for z in range(3) for y in range(2) for x in range(4)]
@@ -109,7 +116,7 @@ def test_cat_of_many_chunks_is_one_request(gray, dvid_node: Node) -> None:
 
 
 def test_listing_info_and_exists(gray) -> None:
-    url, data, start = gray
+    url, _data, _start = gray
     fs = fsspec.filesystem("dvid")
     root = url[len("dvid://") :]
     assert sorted(fs.ls(root, detail=False)) == [f"{root}/0", f"{root}/zarr.json"]
@@ -127,7 +134,7 @@ def test_listing_info_and_exists(gray) -> None:
 
 
 def test_byte_ranges(gray) -> None:
-    url, data, start = gray
+    url, _data, _start = gray
     fs = fsspec.filesystem("dvid")
     root = url[len("dvid://") :]
     for path in (f"{root}/zarr.json", fs.find(f"{root}/0/c")[0]):
@@ -140,7 +147,7 @@ def test_byte_ranges(gray) -> None:
 
 
 def test_rm_writes_zero_chunks_only(gray, dvid_node: Node) -> None:
-    url, data, start = gray
+    url, _data, _start = gray
     fs = fsspec.filesystem("dvid")
     root = url[len("dvid://") :]
     chunk = fs.find(f"{root}/0/c")[0]
@@ -201,7 +208,7 @@ def test_invalidate_cache_sees_new_extents(dvid_server, dvid_node: Node) -> None
 
 
 def test_filesystem_pickles_as_settings(gray) -> None:
-    url, data, start = gray
+    url, _data, _start = gray
     fs = DvidFileSystem(app="pickled", supervoxels=False)
     root = url[len("dvid://") :]
     first = fs.cat_file(f"{root}/zarr.json")
@@ -234,3 +241,72 @@ def test_token_stays_out_of_pickles_and_reprs(monkeypatch: pytest.MonkeyPatch) -
     clone = pickle.loads(data)
     assert clone.user == "dana"
     assert clone._client("127.0.0.1:1").transport.session().headers["Authorization"] == "Bearer from-the-environment"
+
+
+def test_missing_node_or_instance_is_a_missing_path(dvid_server, dvid_node: Node) -> None:
+    create_array(dvid_node, "gray", (32, 32, 32), "uint8")
+    fs = DvidFileSystem(skip_instance_cache=True)
+    host = _host(dvid_server)
+    missing = {
+        f"{host}/{dvid_node.uuid}/nothing": "nothing",  # no such instance
+        f"{host}/{dvid_node.uuid}/nothing/0/zarr.json": "nothing",
+        f"{host}/ffffffffffff/gray": "ffffffffffff",  # no such node
+    }
+    for path, named in missing.items():
+        assert not fs.exists(path) and not fs.exists("dvid://" + path)
+        assert not fs.isdir(path) and not fs.isfile(path)
+        with pytest.raises(FileNotFoundError, match=named) as info:
+            fs.info(path)
+        assert isinstance(info.value.__cause__, UnknownInstanceError | UnknownNodeError)
+        with pytest.raises(FileNotFoundError):
+            fs.ls(path)
+    assert fs.exists(f"{host}/{dvid_node.uuid}/gray") and fs.exists(f"{host}/{dvid_node.uuid}/gray/zarr.json")
+    with pytest.raises(FileNotFoundError, match="no such key"):
+        fs.info(f"{host}/{dvid_node.uuid}/gray/0/c/9/9/9")
+
+
+def test_recursive_get_copies_the_store_into_a_directory(gray, tmp_path) -> None:
+    url, data, start = gray
+    fs = fsspec.filesystem("dvid")
+    target = tmp_path / "copy"
+    fs.get(url, str(target), recursive=True)
+    assert (target / "zarr.json").is_file() and (target / "0" / "zarr.json").is_file()
+    remote = zarr.open_group(url, mode="r")
+    local = zarr.open_group(str(target), mode="r")
+    assert local.attrs.asdict() == remote.attrs.asdict()
+    level = local["0"]
+    np.testing.assert_array_equal(level[:], remote["0"][:])
+    np.testing.assert_array_equal(level[_selection(level, start, data.shape)], data)
+    chunks = sorted(p.relative_to(target).as_posix() for p in (target / "0" / "c").rglob("*") if p.is_file())
+    assert chunks == sorted(k.split("/gray/", 1)[1] for k in fs.find(url + "/0/c"))
+
+
+def test_copy_and_move_say_what_to_do_instead(gray) -> None:
+    url, _data, _start = gray
+    fs = fsspec.filesystem("dvid")
+    root = url[len("dvid://") :]
+    chunk = fs.find(f"{root}/0/c")[0]
+    before = fs.cat_file(chunk)
+    for call in (
+        lambda: fs.copy(chunk, f"{root}/0/c/9/9/9"),
+        lambda: fs.cp_file(chunk, f"{root}/0/c/9/9/9"),
+        lambda: fs.copy(root, root + "_copy", recursive=True),
+    ):
+        with pytest.raises(NotImplementedError, match="to_dvid") as info:
+            call()
+        assert isinstance(info.value, UnsupportedError)
+    for call in (lambda: fs.mv(chunk, f"{root}/0/c/9/9/9"), lambda: fs.rename(root, root + "_new")):
+        with pytest.raises(NotImplementedError, match="cannot be renamed.*to_dvid"):
+            call()
+    assert fs.cat_file(chunk) == before  # nothing was removed
+
+
+def test_removed_chunk_still_exists_as_zero_block(gray) -> None:
+    url, _data, _start = gray
+    fs = fsspec.filesystem("dvid")
+    root = url[len("dvid://") :]
+    chunk = fs.find(f"{root}/0/c")[0]
+    fs.rm(chunk)
+    assert fs.exists(chunk) and fs.info(chunk)["size"] == 32**3  # DVID has no block delete
+    assert chunk in fs.find(f"{root}/0/c")
+    assert fs.cat_file(chunk) == bytes(32**3)

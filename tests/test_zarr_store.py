@@ -441,7 +441,7 @@ def test_store_from_url(dvid_server, dvid_node: Node) -> None:
     assert doc["node_type"] == "array" and doc["dimension_names"] == ["z", "y", "x"]
 
 
-@pytest.mark.parametrize("through_url", [False])
+@pytest.mark.parametrize("through_url", [False, True])
 def test_shrinking_resize_is_refused_before_any_block_is_written(
     dvid_server, dvid_node: Node, through_url: bool
 ) -> None:
