@@ -425,7 +425,11 @@ class DvidStore(Store):
         return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
 
     async def exists(self, key: str) -> bool:
-        """Metadata documents exist; a chunk exists when DVID holds its block."""
+        """Metadata documents exist; a chunk exists when DVID holds its block.
+
+        That includes a zero block written by :meth:`delete`: DVID cannot delete a
+        block, so a deleted chunk still exists (and reads as 0).
+        """
         if key in self._docs:
             return True
         parsed = self._chunk(key)
@@ -552,7 +556,10 @@ class DvidStore(Store):
 
     # -------------------------------------------------------------- listing
     async def list(self) -> AsyncIterator[str]:
-        """Every key: the metadata documents, then the chunks DVID holds (this reads them)."""
+        """Every key: the metadata documents, then the chunks DVID holds (this reads them).
+
+        Deleted chunks are listed too: deleting wrote a zero block (see :meth:`delete`).
+        """
         async for key in self.list_prefix(""):
             yield key
 
