@@ -134,9 +134,10 @@ class FailureScope:
     read also stops the writes of the same zarr call.
     """
 
-    #: Loop iterations without a refused call that end a failure. zarr's next chunk
-    #: call follows a refused one after about five (task wake-ups through its
-    #: ``gather`` and semaphore); the margin costs microseconds.
+    #: Loop iterations without a refused call that end a failure. zarr 3.1's next
+    #: chunk call followed a refused one within 4 iterations in reads and 12 in
+    #: partial writes (task wake-ups through its ``gather`` and semaphore; store and
+    #: ``dvid://`` paths alike); the margin costs microseconds.
     QUIET_ROUNDS = 64
 
     def __init__(self) -> None:
