@@ -302,7 +302,7 @@ class BlockIO:
         supervoxels: bool = False,
         compression: str | None = None,
         info: Mapping[str, Any] | None = None,
-        **limits: int,
+        **limits: Any,
     ) -> BlockIO:
         """A :class:`BlockIO` configured from the instance's ``/info`` (fetched unless given)."""
         info = info if info is not None else node.typeinfo(instance)
