@@ -116,6 +116,8 @@ class DvidFileSystem(AsyncFileSystem):
         labelmap: serve supervoxel ids instead of body ids.
     compression : str, optional
         Transfer encoding of block reads (see :class:`~dvid_store.blocks.BlockIO`).
+    throttle : bool
+        Send DVID's ``throttle=true`` with every block request.
     **kwargs
         fsspec options (``asynchronous``, ``loop``, ...).
 
@@ -142,9 +144,11 @@ class DvidFileSystem(AsyncFileSystem):
         scheme: str = "http",
         supervoxels: bool = False,
         compression: str | None = None,
+        throttle: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.throttle = bool(throttle)
         self.user = user
         self.app = app
         self._token = Secret(token) if token else None
@@ -208,7 +212,8 @@ class DvidFileSystem(AsyncFileSystem):
             from .node import Node
 
             store = DvidStore(
-                Node(client, uuid), parsed.instance, supervoxels=self.supervoxels, compression=self.compression
+                Node(client, uuid), parsed.instance, supervoxels=self.supervoxels, compression=self.compression,
+                throttle=self.throttle,
             )
             self._stores[key] = store
         return store

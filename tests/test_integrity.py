@@ -336,3 +336,17 @@ def test_errors_are_typed_and_pickle_with_their_notes(dvid_node: Node, dvid_faul
     with pytest.raises(DvidConnectionError) as down:
         node.keyvalue("kv").get("k")
     assert isinstance(pickle.loads(pickle.dumps(down.value)), DvidConnectionError)
+
+
+def test_throttle_reaches_the_wire_on_every_front_end(dvid_server, dvid_node: Node, dvid_fault_proxy: FaultProxy) -> None:
+    """open_dask, to_dvid, DvidStore and dvid:// URLs send DVID's throttle=true when asked."""
+    data = _gray(dvid_node, shape=(32, 32, 64))
+    node = _proxied(dvid_fault_proxy, dvid_node)
+    url = _url(dvid_fault_proxy.address, dvid_node, "gray")
+    np.testing.assert_array_equal(open_dask(node, "gray", throttle=True).compute(), data)
+    to_dvid(data, node, "gray", throttle=True)
+    store = DvidStore(node, "gray", scale=0, throttle=True)
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[...], data)
+    np.testing.assert_array_equal(zarr.open_array(url + "/0", mode="r", storage_options={"throttle": True})[...], data)
+    blocks = [r for r in dvid_fault_proxy.log if "specificblocks" in r.path or "/raw/" in r.path]
+    assert blocks and all("throttle=true" in r.path for r in blocks)

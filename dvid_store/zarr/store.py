@@ -111,6 +111,9 @@ class DvidStore(Store):
     max_blocks, max_bytes : int
         Caps of one DVID request (blocks, uncompressed bytes); gets beyond them are
         split over several requests.
+    throttle : bool
+        Send DVID's ``throttle=true`` with every block request (see
+        :class:`~dvid_store.blocks.BlockIO`).
     layout : Layout, optional
         A layout read before (skips the ``/info`` requests).
 
@@ -141,6 +144,7 @@ class DvidStore(Store):
         compression: str | None = None,
         max_blocks: int = DEFAULT_MAX_BLOCKS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        throttle: bool = False,
         layout: Layout | None = None,
         _locked: bool | None = None,
     ) -> None:
@@ -169,6 +173,7 @@ class DvidStore(Store):
         self._compression = compression
         self._max_blocks = int(max_blocks)
         self._max_bytes = int(max_bytes)
+        self._throttle = bool(throttle)
         self._layout = layout
         self._locked = locked
         self._init_runtime()
@@ -231,7 +236,7 @@ class DvidStore(Store):
     def _config(self) -> tuple[Any, ...]:
         return (
             self._node, self._instance, self._scale, self._supervoxels, self.read_only,
-            self._compression, self._max_blocks, self._max_bytes, self._layout,
+            self._compression, self._max_blocks, self._max_bytes, self._throttle, self._layout,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -251,7 +256,7 @@ class DvidStore(Store):
             "node": self._node, "instance": self._instance, "scale": self._scale,
             "supervoxels": self._supervoxels, "read_only": self._read_only, "locked": self._locked,
             "compression": self._compression, "max_blocks": self._max_blocks, "max_bytes": self._max_bytes,
-            "layout": self._layout,
+            "throttle": self._throttle, "layout": self._layout,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -264,6 +269,7 @@ class DvidStore(Store):
         self._compression = state["compression"]
         self._max_blocks = state["max_blocks"]
         self._max_bytes = state["max_bytes"]
+        self._throttle = state.get("throttle", False)
         self._layout = state["layout"]
         self._init_runtime()
 
@@ -272,7 +278,7 @@ class DvidStore(Store):
         return type(self)(
             self._node, self._instance, scale=self._scale, supervoxels=self._supervoxels,
             read_only=read_only, compression=self._compression, max_blocks=self._max_blocks,
-            max_bytes=self._max_bytes, layout=self._layout, _locked=self._locked,
+            max_bytes=self._max_bytes, throttle=self._throttle, layout=self._layout, _locked=self._locked,
         )
 
     async def _open(self) -> None:
@@ -349,6 +355,7 @@ class DvidStore(Store):
                 self._node, level.instance, typename=level.typename, block_shape=level.block_shape,
                 scale=level.scale, supervoxels=self._supervoxels, compression=self._compression,
                 stored=level.stored, max_blocks=self._max_blocks, max_bytes=self._max_bytes,
+                throttle=self._throttle,
             )
             self._io[level.path] = io
         return io
@@ -395,6 +402,7 @@ class DvidStore(Store):
                 self._node, level.instance, typename=level.typename, block_shape=level.block_shape,
                 scale=level.scale, supervoxels=True, compression=self._compression,
                 stored=level.stored, max_blocks=self._max_blocks, max_bytes=self._max_bytes,
+                throttle=self._throttle,
             )
             self._sv_io[level.path] = io
         return io
