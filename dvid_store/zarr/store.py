@@ -132,6 +132,8 @@ class DvidStore(Store):
     supports_writes: bool = True
     supports_deletes: bool = True
     supports_listing: bool = True
+    #: zarr < 3.1 declares partial writes in its Store ABC; a DVID block is written whole.
+    supports_partial_writes: bool = False
 
     def __init__(
         self,
@@ -426,6 +428,10 @@ class DvidStore(Store):
         data = block.reshape(-1).view(np.uint8)
         return prototype.buffer.from_array_like(_byte_slice(data, byte_range))
 
+    async def set_partial_values(self, key_start_values: Iterable[tuple[str, int, bytes]]) -> None:
+        """Refused: a DVID block is written whole (zarr < 3.1 declares this method)."""
+        raise UnsupportedError("DVID stores whole blocks: a chunk cannot be written in part")
+
     async def get_partial_values(
         self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
     ) -> list[Buffer | None]:
@@ -537,7 +543,7 @@ class DvidStore(Store):
         operation = _zarr_delete_origin()
         if operation is None:
             return
-        if operation.endswith("._delete_key") and "_resize" in operation:
+        if operation.endswith("._delete_key") and "resize" in operation:
             what = "zarr's resize() (a smaller shape)"
         else:
             what = f"zarr ({operation})"
