@@ -4,11 +4,19 @@
 is picked automatically for ``dvid://`` URLs) gives a Dataset with one lazy variable,
 named after the instance, with dimensions ``z, y, x``. Its coordinates are physical
 positions (voxel size × level factor, offset by the level's origin; see
-:mod:`dvid_store.zarr.metadata`), held by :class:`xarray.indexes.RangeIndex` so no
-per-voxel array is ever built, and ``.sel(z=..., method="nearest")`` works in physical
-units. Data are read on access through :class:`~dvid_store.blocks.BlockIO`, one box at
-a time; with ``chunks=`` (``{}`` for the preferred whole-block chunks) they become
-dask arrays.
+:mod:`dvid_store.zarr.metadata`), held by :class:`PhysicalIndex`, and
+``.sel(z=..., method="nearest")`` works in physical units. Data are read on access
+through :class:`~dvid_store.blocks.BlockIO`, one box at a time; with ``chunks=`` (``{}``
+for the preferred whole-block chunks) they become dask arrays.
+
+The coordinates are plain numpy-backed (pandas) index variables: one float64 per voxel
+along each axis, a few kilobytes to megabytes however large the volume. They used to be
+lazy :class:`xarray.indexes.RangeIndex` coordinates, but xarray (at least up to
+2026.9.0) turns those into dask arrays on ``.chunk()`` and on ``open_dataset(...,
+chunks=...)``, and a scalar selection of such a coordinate then computes to shape
+``(1,)`` instead of ``()``: ``.sel(z=..., y=..., x=...).compute()`` raised "replacement
+data must match the Variable's shape" and ``float(array.sel(z=..., method="nearest").z)``
+raised ``TypeError``. Index variables backed by pandas are never chunked.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import numpy as np
 import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
-from xarray.indexes import RangeIndex
+from xarray.core.indexing import IndexSelResult
+from xarray.indexes import PandasIndex
 
 from .dask import DEFAULT_CHUNK_BYTES, VolumeReader, _level_io, default_chunks, open_dask, resolve_target
 from .zarr.metadata import Layout, Level, discover_layout, normalise_unit, physical_axis
@@ -39,61 +48,96 @@ class DvidBackendArray(BackendArray):
         self.dtype = reader.dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.BASIC, self.reader.__getitem__
+        return np.asarray(
+            indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self.reader.__getitem__)
         )
 
 
-class PhysicalIndex(RangeIndex):
-    """A lazy :class:`~xarray.indexes.RangeIndex` that also selects by exact position.
+class PhysicalIndex(PandasIndex):
+    """The physical positions of the voxels along one axis, selectable exactly despite rounding.
 
-    ``RangeIndex`` accepts only ``method="nearest"``; here ``.sel`` without a method
-    works like a pandas index: a scalar must be a voxel position (else ``KeyError``),
-    and a slice selects the voxels whose positions lie within it, both ends included.
+    A :class:`xarray.indexes.PandasIndex` over ``start + i × step`` (float64, one value
+    per voxel along the axis). ``.sel`` with a ``method`` works as on any pandas index.
+    Without one:
+
+    * a scalar (or an array of them) must be voxel positions, up to a millionth of a
+      voxel of rounding, else ``KeyError`` (which suggests ``method="nearest"``);
+    * a slice selects the voxels whose positions lie within it, both ends included, up
+      to the same rounding.
+
+    A selection keeps the index a ``PhysicalIndex`` (``isel`` and ``sel`` return one).
+    Built on pandas rather than :class:`xarray.indexes.RangeIndex` to work around an
+    xarray bug with chunked ``RangeIndex`` coordinates (see the module docstring).
     """
 
-    def isel(self, indexers: Any) -> Any:
-        result = super().isel(indexers)
-        if type(result) is RangeIndex:
-            return type(self)(result.transform)
-        return result
+    @classmethod
+    def regular(cls, start: float, step: float, size: int, dim: str) -> PhysicalIndex:
+        """The index of ``size`` voxels at ``start, start + step, ...`` along ``dim``.
 
-    def sel(self, labels: dict[Any, Any], method: Any = None, tolerance: Any = None) -> Any:
-        if method is not None:
+        Parameters
+        ----------
+        start : float
+            Position of the first voxel.
+        step : float
+            Distance between neighbouring voxels (positive).
+        size : int
+            Number of voxels.
+        dim : str
+            Dimension (and coordinate) name.
+
+        Returns
+        -------
+        PhysicalIndex
+        """
+        if not step > 0:
+            raise ValueError(f"the voxel step along {dim!r} must be positive, got {step}")
+        values = float(start) + np.arange(int(size), dtype=np.float64) * float(step)
+        return cls(values, dim, np.dtype(np.float64))
+
+    def _rounding(self) -> float:
+        """How far a label may be from a voxel position and still name it."""
+        values = self.index.to_numpy(dtype=np.float64)
+        if values.size >= 2:
+            return 1e-6 * float(np.min(np.abs(np.diff(values))))
+        if values.size == 1:
+            return 1e-9 * max(1.0, abs(float(values[0])))
+        return 0.0
+
+    def _describe(self) -> str:
+        values = self.index.to_numpy(dtype=np.float64)
+        if values.size >= 2:
+            return f"start {values[0]:g}, step {values[1] - values[0]:g}, {values.size} voxels"
+        return f"positions {values.tolist()}"
+
+    def sel(self, labels: dict[Any, Any], method: Any = None, tolerance: Any = None) -> IndexSelResult:
+        """Positions of the voxels that ``labels`` select (see the class docstring)."""
+        if method is not None or not (self.index.is_monotonic_increasing and self.index.is_unique):
             return super().sel(labels, method=method, tolerance=tolerance)
-        from xarray.core.indexing import IndexSelResult
-
-        label = labels[self.dim]
-        start, step, size = self.start, self.step, self.size
-        eps = 1e-9
+        label = next(iter(labels.values()))
+        eps = self._rounding()
         if isinstance(label, slice):
             if label.step is not None:
                 raise KeyError(f"slice steps are not supported by {self.dim!r} selection; use .isel")
-            lo = 0 if label.start is None else max(0, int(np.ceil((label.start - start) / step - eps)))
-            hi = size if label.stop is None else min(size, int(np.floor((label.stop - start) / step + eps)) + 1)
+            values = self.index.to_numpy(dtype=np.float64)
+            lo = 0 if label.start is None else int(np.searchsorted(values, float(label.start) - eps, "left"))
+            hi = values.size if label.stop is None else int(np.searchsorted(values, float(label.stop) + eps, "right"))
             return IndexSelResult({self.dim: slice(lo, max(lo, hi))})
-        values = np.asarray(label.values if hasattr(label, "values") else label, dtype=float)
-        positions = (values - start) / step
-        rounded = np.round(positions)
-        if np.any(np.abs(positions - rounded) > 1e-6) or np.any((rounded < 0) | (rounded >= size)):
+        try:
+            return super().sel(labels, method="nearest", tolerance=eps)
+        except KeyError:
             raise KeyError(
-                f"{label!r} is not a voxel position on {self.dim!r} (start {start}, step {step}, {size} voxels); "
-                "use method='nearest'"
-            )
-        index = rounded.astype(np.intp)
-        return IndexSelResult({self.dim: int(index) if index.ndim == 0 else index})
+                f"{label!r} is not a voxel position on {self.dim!r} ({self._describe()}); use method='nearest'"
+            ) from None
 
 
 def _coords(layout: Layout, level: Level) -> xr.Coordinates:
-    coords = None
+    indexes: dict[str, PhysicalIndex] = {}
+    variables: dict[str, Any] = {}
     for axis, dim in enumerate("zyx"):
         start, step = physical_axis(layout, level, axis)
-        n = level.shape[axis]
-        index = PhysicalIndex.linspace(start, start + n * step, num=n, endpoint=False, dim=dim)
-        part = xr.Coordinates.from_xindex(index)
-        coords = part if coords is None else coords.merge(part).coords
-    assert coords is not None
-    return coords
+        indexes[dim] = PhysicalIndex.regular(start, step, level.shape[axis], dim)
+        variables.update(indexes[dim].create_variables())
+    return xr.Coordinates(variables, indexes=indexes)
 
 
 def _attrs(layout: Layout, level: Level) -> dict[str, Any]:
@@ -188,7 +232,7 @@ class DvidBackendEntrypoint(BackendEntrypoint):
         "filename_or_obj", "drop_variables", "scale", "supervoxels", "compression", "user", "app", "token", "scheme",
     )
 
-    def open_dataset(  # type: ignore[override]
+    def open_dataset(
         self,
         filename_or_obj: Any,
         *,

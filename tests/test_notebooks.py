@@ -35,7 +35,10 @@ KERNEL = "dvid-store-tests"
 #: Per notebook: the repo alias it creates, and texts its outputs must contain.
 EXPECTED: dict[str, dict[str, Any]] = {
     "01-quickstart.ipynb": {"alias": "quickstart", "texts": ["body at (z, y, x)", "bodies in it:"]},
-    "02-xarray.ipynb": {"alias": "xarray", "texts": ["PhysicalIndex", "nearest plane: z = -1000.0 nm"]},
+    "02-xarray.ipynb": {
+        "alias": "xarray",
+        "texts": ["z runs from -2560.0 to -40.0 nanometer", "nearest plane: z = -1000.0 nm"],
+    },
     "03-distributed.ipynb": {"alias": "distributed", "texts": ["100% Completed", "LocalCluster"]},
     "04-versions.ipynb": {"alias": "versions", "texts": ["refused:", "merged body", ":proofreading~1"]},
 }

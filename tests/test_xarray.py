@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 
 import dask.array as da
 import numpy as np
@@ -62,7 +63,7 @@ def test_lazy_reads_and_physical_selection(gray, dvid_node: Node) -> None:
 
 
 def test_chunks_give_dask_arrays_of_whole_blocks(gray) -> None:
-    url, data, start, voxel = gray
+    url, data, _, _ = gray
     ds = xr.open_dataset(url, chunks={})
     assert isinstance(ds["gray"].data, da.Array)
     assert all(c % 32 == 0 for axis in ds["gray"].data.chunks for c in axis)
@@ -87,7 +88,92 @@ def test_labelmap_levels_and_supervoxels(dvid_node: Node) -> None:
 
 
 def test_lazy_dataset_pickles(gray) -> None:
-    url, data, start, voxel = gray
+    url, data, _, _ = gray
     ds = xr.open_dataset(url)
     clone = pickle.loads(pickle.dumps(ds))
     np.testing.assert_array_equal(clone["gray"][3:5, 10:20, 7].values, data[3:5, 10:20, 7])
+
+
+# ----------------------------------------------------- chunked coordinates (xarray bug)
+# xarray (at least up to 2026.9.0) chunks RangeIndex-backed coordinates into dask arrays
+# on .chunk() and open_dataset(chunks=...), and a scalar selection of one of them then
+# computes to shape (1,) instead of (): .compute() raised "replacement data must match
+# the Variable's shape" and float(coordinate) raised TypeError. The backend's coordinates
+# are numpy-backed index variables, which xarray never chunks; these tests fail with
+# RangeIndex coordinates on the affected versions.
+OPENERS: dict[str, Callable[[str], xr.DataArray]] = {
+    "open_dataset(chunks={})": lambda url: xr.open_dataset(url, engine="dvid", chunks={})["gray"],
+    "open_dataset().chunk()": lambda url: xr.open_dataset(url, engine="dvid").chunk()["gray"],
+    "open_dataset(chunks=(32, 64, 32))": lambda url: xr.open_dataset(
+        url, engine="dvid", chunks={"z": 32, "y": 64, "x": 32}
+    )["gray"],
+    "open_dataarray(chunks={})": lambda url: open_dataarray(url, chunks={}),
+    "open_dataarray().chunk()": lambda url: open_dataarray(url).chunk({"z": 16}),
+}
+
+
+@pytest.mark.parametrize("opener", list(OPENERS), ids=list(OPENERS))
+def test_chunked_data_keep_in_memory_physical_coordinates(gray, opener: str) -> None:
+    url, data, start, voxel = gray
+    array = OPENERS[opener](url)
+    assert isinstance(array.data, da.Array)
+    z, y, x = 5, 17, 40
+    position = {d: (start[i] + v) * voxel[i] for i, (d, v) in enumerate(zip("zyx", (z, y, x)))}
+
+    # a scalar selection computes to a scalar, with scalar coordinates
+    value = array.sel(**position).compute()
+    assert value.shape == () and int(value) == data[z, y, x]
+    assert all(value[d].shape == () and float(value[d]) == position[d] for d in "zyx")
+    assert int(array.sel({d: p + 1.0 for d, p in position.items()}, method="nearest").compute()) == data[z, y, x]
+
+    # the coordinate of a selected plane converts to float
+    plane = array.sel(z=position["z"] + 0.3 * voxel[0], method="nearest")
+    assert float(plane.z) == position["z"]
+    np.testing.assert_array_equal(plane.compute().values, data[z])
+    assert float(array.isel(z=3).z) == (start[0] + 3) * voxel[0]
+    assert float(array.isel(y=-1).y) == (start[1] + data.shape[1] - 1) * voxel[1]
+
+    # reductions keep their coordinates, as numbers
+    profile = array.mean(["y", "x"]).compute()
+    assert float(profile.sel(z=position["z"])) == pytest.approx(data[z].mean())
+    part = array.sel(z=slice(position["z"], position["z"] + voxel[0]), x=slice(None, position["x"])).compute()
+    np.testing.assert_array_equal(part.values, data[z : z + 2, :, : x + 1])
+
+    # the cause: the coordinates stay numpy-backed indexes, never dask arrays
+    for dim in "zyx":
+        assert array[dim].chunks is None, f"coordinate {dim!r} became a dask array"
+        assert isinstance(array.xindexes[dim], PhysicalIndex)
+
+
+def test_selection_by_position_tolerates_rounding_only(gray) -> None:
+    url, data, start, voxel = gray
+    array = xr.open_dataset(url, engine="dvid")["gray"]
+    z = 7
+    exact = (start[0] + z) * voxel[0]
+    # positions computed another way (e.g. 0.1 * 3 != 0.3) still name their voxel
+    assert int(array.sel(z=exact * (1 + 1e-12), y=0.0, x=(start[2] + 0.1 * 30) * voxel[2])) == data[z, 0, 3]
+    with pytest.raises(KeyError, match=r"is not a voxel position on 'z'.*method='nearest'"):
+        array.sel(z=exact + 0.01 * voxel[0])
+    with pytest.raises(KeyError, match="not a voxel position"):
+        array.sel(z=[exact, exact + 0.5 * voxel[0]])
+    positions = array.sel(z=[exact, exact + voxel[0]]).z.values
+    np.testing.assert_array_equal(positions, [exact, exact + voxel[0]])
+    # slices include both ends, within rounding, and nothing beyond
+    assert array.sel(z=slice(exact * (1 + 1e-12), (exact + 2 * voxel[0]) * (1 - 1e-12))).sizes["z"] == 3
+    assert array.sel(z=slice(exact + 0.01 * voxel[0], exact + 1.99 * voxel[0])).sizes["z"] == 1
+    assert array.sel(z=slice(exact + 0.5 * voxel[0], exact + 0.6 * voxel[0])).sizes["z"] == 0
+    # selections keep the index type, so exact selection keeps working on them
+    part = array.isel(z=slice(2, None, 2)).sel(y=slice(0.0, 8.0 * 3))
+    assert isinstance(part.xindexes["z"], PhysicalIndex) and isinstance(part.xindexes["y"], PhysicalIndex)
+    assert int(part.sel(z=(start[0] + 4) * voxel[0], y=8.0, x=(start[2] + 1) * voxel[2])) == data[4, 1, 1]
+    with pytest.raises(KeyError, match="not a voxel position"):
+        part.sel(z=(start[0] + 3) * voxel[0])  # a voxel the selection skipped
+
+
+def test_physical_index_on_its_own() -> None:
+    index = PhysicalIndex.regular(-2.5, 0.5, 4, "x")
+    np.testing.assert_array_equal(index.index.to_numpy(), [-2.5, -2.0, -1.5, -1.0])
+    array = xr.DataArray(np.arange(4), dims="x", coords=xr.Coordinates(index.create_variables(), indexes={"x": index}))
+    assert int(array.sel(x=-1.5)) == 2 and float(array.chunk().sel(x=-1.4, method="nearest").x) == -1.5
+    with pytest.raises(ValueError, match="must be positive"):
+        PhysicalIndex.regular(0.0, 0.0, 4, "x")
