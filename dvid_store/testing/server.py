@@ -15,43 +15,118 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from ..errors import DvidError
 
-__all__ = ["DvidServer", "DvidServerError", "find_dvid_binary"]
+if TYPE_CHECKING:
+    from ..client import DvidClient
 
-_INSTALL_HINT = "run `ci/install-dvid` from a dvid_store checkout, or set DVID_BIN to a dvid executable"
+__all__ = ["DVID_VERSION", "DvidServer", "DvidServerError", "cache_directory", "cached_dvid_binary", "find_dvid_binary"]
+
+#: The DVID version that ``ci/install-dvid`` builds, and the one this package is tested against.
+DVID_VERSION = "v1.0.0"
 
 
 class DvidServerError(DvidError):
     """The test server could not be found, started or stopped."""
 
 
+def cache_directory() -> Path:
+    """dvid_store's folder in the user's cache, where ``ci/install-dvid`` keeps the DVID binary.
+
+    ``$DVID_STORE_CACHE`` if set, else ``$XDG_CACHE_HOME/dvid_store``, else
+    ``~/.cache/dvid_store`` (the same rule as ``ci/install-dvid``). The folder may not exist.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    explicit = os.environ.get("DVID_STORE_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dvid_store"
+
+
+def cached_dvid_binary() -> Path:
+    """Where ``ci/install-dvid`` caches the ``dvid`` it builds: ``<cache>/dvid-v1.0.0/dvid``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path, whether or not a binary is there; see :func:`cache_directory`.
+    """
+    return cache_directory() / f"dvid-{DVID_VERSION}" / "dvid"
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _install_hint() -> str:
+    return (
+        f"To get one, run `ci/install-dvid` in a dvid_store source checkout (it needs Go >= 1.21 and a C "
+        f"compiler, and takes a few minutes the first time): it builds DVID {DVID_VERSION} into "
+        f"{cached_dvid_binary()} (set DVID_STORE_CACHE or XDG_CACHE_HOME before running it to move that "
+        "folder), where dvid_store finds it from any environment, also when installed from a wheel, and "
+        "copies it to the checkout's .dvid/bin/dvid. Or set DVID_BIN to the path of a dvid executable."
+    )
+
+
 def find_dvid_binary() -> Path:
     """Locate the ``dvid`` executable.
 
-    Looks at ``$DVID_BIN``, then ``.dvid/bin/dvid`` in the source checkout this
-    package was imported from (where ``ci/install-dvid`` puts it), then ``PATH``.
+    Looks, in this order, at
+
+    1. ``$DVID_BIN`` (when set, it must be an executable: nothing else is tried);
+    2. ``.dvid/bin/dvid`` in the source checkout this package was imported from
+       (where ``ci/install-dvid`` puts it);
+    3. ``dvid`` on ``PATH``;
+    4. :func:`cached_dvid_binary`: ``<cache>/dvid-v1.0.0/dvid`` in the user's cache
+       folder (``$DVID_STORE_CACHE``, else ``$XDG_CACHE_HOME/dvid_store``, else
+       ``~/.cache/dvid_store``), where ``ci/install-dvid`` caches what it builds; so an
+       installed (non-editable) dvid_store finds the binary a checkout built.
+
+    Returns
+    -------
+    pathlib.Path
 
     Raises
     ------
     DvidServerError
-        No executable was found; the message says how to install one.
+        No executable was found; the message lists where it looked and says how to
+        get one.
     """
-    candidates: list[Path] = []
-    if os.environ.get("DVID_BIN"):
-        candidates.append(Path(os.environ["DVID_BIN"]))
-    candidates.append(Path(__file__).resolve().parents[2] / ".dvid" / "bin" / "dvid")
-    on_path = shutil.which("dvid")
-    if on_path:
-        candidates.append(Path(on_path))
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
+    explicit = os.environ.get("DVID_BIN")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if _is_executable(path):
             return path
-    tried = ", ".join(str(p) for p in candidates)
-    raise DvidServerError(f"no DVID server executable found (tried {tried}): {_INSTALL_HINT}")
+        problem = "does not exist" if not path.exists() else "is not an executable file"
+        raise DvidServerError(
+            f"DVID_BIN is set to {explicit!r}, which {problem}. Point DVID_BIN at a dvid executable, "
+            f"or unset it to use the one ci/install-dvid makes. {_install_hint()}"
+        )
+    looked: list[str] = []
+    checkout = Path(__file__).resolve().parents[2] / ".dvid" / "bin" / "dvid"
+    looked.append(f"{checkout} (a source checkout's copy)")
+    if _is_executable(checkout):
+        return checkout
+    on_path = shutil.which("dvid")
+    looked.append("dvid on PATH")
+    if on_path:
+        return Path(on_path)
+    cached = cached_dvid_binary()
+    looked.append(f"{cached} (the cache of ci/install-dvid)")
+    if _is_executable(cached):
+        return cached
+    raise DvidServerError(
+        "no DVID server executable found; DVID_BIN is not set and there is none at " + ", ".join(looked) + ". "
+        + _install_hint()
+    )
 
 
 def _free_port() -> int:
@@ -187,8 +262,14 @@ class DvidServer:
                 chunks.append(f"--- {name} ---\n" + "\n".join(text))
         return "\n".join(chunks)
 
-    def client(self, **kwargs):
-        """A :class:`dvid_store.DvidClient` for this server holding its admin token."""
+    def client(self, **kwargs: Any) -> DvidClient:
+        """A :class:`dvid_store.DvidClient` for this server holding its admin token.
+
+        Parameters
+        ----------
+        **kwargs
+            Keyword arguments of :class:`~dvid_store.DvidClient` (``user``, ``app``, ...).
+        """
         from ..client import DvidClient
 
         kwargs.setdefault("admin_token", self._admin_token)
@@ -218,8 +299,7 @@ class DvidServer:
                 + self.extra_toml
             )
             env = {**os.environ, **self.env, "DVID_ADMIN_TOKEN": self._admin_token}
-            console = open(self._dir / "console.txt", "wb")
-            try:
+            with open(self._dir / "console.txt", "wb") as console:  # the child keeps its own descriptor
                 self._process = subprocess.Popen(
                     [str(self.binary), "serve", str(config)],
                     cwd=self._dir,
@@ -229,8 +309,6 @@ class DvidServer:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # Ctrl-C in the terminal reaches pytest, which stops us cleanly
                 )
-            finally:
-                console.close()
             _live_servers.add(self)
             try:
                 self._wait_ready()
