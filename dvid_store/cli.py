@@ -280,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "print throughput figures, and save an XY slice with the labels overlaid as a PNG.",
         "example:\n  dvid-store demo --out demo-xy.png",
     )
-    demo.add_argument("--out", default="demo-xy.png", metavar="PNG",
-                      help="where to save the slice (default demo-xy.png)")
+    demo.add_argument("--out", metavar="PNG",
+                      help="where to save the slice (default: demo-xy.png in dvid_store's cache folder, "
+                           "~/.cache/dvid_store/demo/; the demo prints where it saved it)")
     demo.add_argument("--size", type=_positive_int, default=256, metavar="N",
                       help="edge of the cube in voxels (default 256)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic data")

@@ -213,7 +213,6 @@ def run_demo(ctx: Context, args: argparse.Namespace) -> int:
         raise DvidError(f"--size {n} is too small for a meaningful demo; use 64 or more")
     shape = (n, n, n)
     workers = args.workers or os.cpu_count() or 1
-    out = Path(args.out)
     started = time.perf_counter()
 
     t = time.perf_counter()
@@ -316,9 +315,16 @@ def run_demo(ctx: Context, args: argparse.Namespace) -> int:
         plain = np.repeat(values[..., None], 3, axis=-1)
         gap = np.full((n, 4, 3), 255, dtype=np.uint8)
         picture = np.concatenate([plain, gap, overlay_slice(values, on_master)], axis=1)
+        if args.out:
+            out = Path(args.out).expanduser().resolve()
+        else:  # not the current directory: for ci/demo that is the checkout, where it would be an untracked file
+            from ..testing.server import cache_directory
+
+            out = cache_directory() / "demo" / "demo-xy.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(encode_png(picture))
         say(f"saved {out} ({picture.shape[1]}×{picture.shape[0]} RGB): XY slice z={z} of the grayscale as "
-            f"read back, alone and with its {len(np.unique(on_master))} labels overlaid")
+            f"read back, alone and with its {len(np.unique(on_master))} labels overlaid (--out PATH saves "
+            "it elsewhere)")
     say(f"server stopped, its data directory removed; demo took {time.perf_counter() - started:.1f} s")
     return 0
