@@ -179,19 +179,31 @@ def _examples(page: Path) -> list[tuple[int, str]]:
     return blocks
 
 
-RUNNABLE_PAGES = [page for page in DOC_PAGES if _examples(page)]
+def run_markdown_examples(
+    page: Path, dvid_server: DvidServer, monkeypatch: pytest.MonkeyPatch, namespace: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run the runnable python blocks of a markdown page, in order, in one namespace.
 
+    ``localhost:8000`` in the code becomes the test server's address, ``$DVID_ADMIN_TOKEN``
+    its admin token; figures draw with Agg. Call it from a test that ``chdir``-ed to a
+    temporary directory. Environment variables the examples set are removed afterwards.
 
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=[p.name for p in RUNNABLE_PAGES])
-def test_documentation_examples_run(
-    page: Path, dvid_server: DvidServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+    Parameters
+    ----------
+    namespace : dict, optional
+        Where the blocks run (the caller can look into it after a failure); a new one by default.
+
+    Returns
+    -------
+    dict
+        The namespace the blocks ran in.
+    """
     host = dvid_server.url.split("://", 1)[1]
     monkeypatch.setenv("DVID_ADMIN_TOKEN", dvid_server.admin_token)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.chdir(tmp_path)
-    namespace: dict[str, Any] = {"__name__": f"docs.{page.stem}"}
+    if namespace is None:
+        namespace = {}
+    namespace.setdefault("__name__", f"docs.{page.stem}")
     environment = dict(os.environ)
     try:
         for line, code in _examples(page):
@@ -202,6 +214,19 @@ def test_documentation_examples_run(
         for key in set(os.environ) - set(environment):
             del os.environ[key]
         os.environ.update(environment)
+    return namespace
+
+
+RUNNABLE_PAGES = [page for page in DOC_PAGES if _examples(page)]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=[p.name for p in RUNNABLE_PAGES])
+def test_documentation_examples_run(
+    page: Path, dvid_server: DvidServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run_markdown_examples(page, dvid_server, monkeypatch)
 
 
 def test_docs_have_runnable_examples() -> None:
