@@ -97,6 +97,7 @@ __all__ = [
     "BlockIO",
     "block_boxes",
     "shared_node",
+    "stored_kind",
 ]
 
 ZYX = tuple[int, int, int]
@@ -187,6 +188,17 @@ class _Stored:
         if text.startswith("no compression") or not text:
             return cls("none")
         return cls("other")
+
+
+def stored_kind(info: Mapping[str, Any]) -> str:
+    """How an instance stores its blocks, read from its ``/info``.
+
+    Returns
+    -------
+    str
+        ``"lz4"``, ``"gzip"``, ``"jpeg"``, ``"none"`` or ``"other"``.
+    """
+    return _Stored.from_info(info).kind
 
 
 class BlockIO:
@@ -316,7 +328,7 @@ class BlockIO:
             scale=scale,
             supervoxels=supervoxels,
             compression=compression,
-            stored=_Stored.from_info(info).kind,
+            stored=stored_kind(info),
             **limits,
         )
 
@@ -504,7 +516,9 @@ class BlockIO:
                         coord = (start[0] + dz, start[1] + dy, start[2] + dx)
                         if coord in asked:
                             block = data[
-                                dz * bs[0] : (dz + 1) * bs[0], dy * bs[1] : (dy + 1) * bs[1], dx * bs[2] : (dx + 1) * bs[2]
+                                dz * bs[0] : (dz + 1) * bs[0],
+                                dy * bs[1] : (dy + 1) * bs[1],
+                                dx * bs[2] : (dx + 1) * bs[2],
                             ]
                             yield coord, block
 

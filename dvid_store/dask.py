@@ -41,7 +41,7 @@ import numpy as np
 from .blocks import BlockIO
 from .errors import ConcurrentWriteError, DvidError, DvidInputError
 from .geometry import Box, aligned_box, as_zyx, block_coords_in_box, box_shape
-from .zarr.metadata import Layout, Level, discover_layout
+from .layout import Layout, Level, discover_layout
 
 if TYPE_CHECKING:
 

@@ -31,7 +31,7 @@ from xarray.core.indexing import IndexSelResult
 from xarray.indexes import PandasIndex
 
 from .dask import DEFAULT_CHUNK_BYTES, VolumeReader, _level_io, default_chunks, open_dask, resolve_target
-from .zarr.metadata import Layout, Level, discover_layout, normalise_unit, physical_axis
+from .layout import Layout, Level, discover_layout, normalise_unit, physical_axis
 
 if TYPE_CHECKING:
     from .node import Node

@@ -100,7 +100,7 @@ def _versions(ctx: Context, repo: RepoInfo, current: str) -> None:
 
 
 def _instance_info(ctx: Context, target: Target, as_json: bool) -> None:
-    from ..zarr.metadata import discover_layout
+    from ..layout import discover_layout
 
     node = target.node(ctx)
     assert target.instance is not None
@@ -166,7 +166,7 @@ def run_ls(ctx: Context, args: argparse.Namespace) -> int:
     info = node.typeinfo(target.instance)
     typename = info["Base"]["TypeName"]
     if typename in VOXEL_TYPES or typename in LABEL_TYPES:
-        from ..zarr.metadata import discover_layout
+        from ..layout import discover_layout
 
         layout = discover_layout(node, target.instance, info=info)
         for level in layout.levels:

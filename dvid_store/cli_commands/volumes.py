@@ -23,8 +23,8 @@ from .common import Context, Target, format_box
 if TYPE_CHECKING:
 
     from ..blocks import BlockIO
+    from ..layout import Layout, Level
     from ..node import Node
-    from ..zarr.metadata import Layout, Level
 
 __all__ = [
     "DvidLevel",
@@ -99,7 +99,7 @@ class DvidLevel:
         cls, ctx: Context, target: Target, scale: int, supervoxels: bool = False, *, node: Node | None = None
     ) -> DvidLevel:
         """Resolve the node (unless given) and read the instance's layout (``UnknownInstanceError`` if missing)."""
-        from ..zarr.metadata import discover_layout
+        from ..layout import discover_layout
 
         node = node if node is not None else target.node(ctx)
         assert target.instance is not None

@@ -1,283 +1,42 @@
-"""The zarr v3 view of a DVID voxel instance: its layout, ``zarr.json`` documents and OME-Zarr attributes.
+"""The zarr v3 documents of a DVID voxel instance: ``zarr.json`` and OME-Zarr attributes.
 
-A :class:`Layout` is read once from DVID (``/info`` of the instance and, for
-grayscale pyramids, of its ``name_1``, ``name_2``... instances) and then pinned: a
-store keeps mapping chunk keys to the same blocks even if the instance's extents grow
-later. Everything else here is pure: documents are synthesised from the layout.
+Everything here is pure: the documents are synthesised from a
+:class:`~dvid_store.layout.Layout` (the instance's levels, origins and shapes, read
+once from DVID and pinned; see :mod:`dvid_store.layout`, where the conventions of
+indices and physical coordinates are described).
 
-Conventions
------------
-* Array ``"<level>"`` is pyramid level ``level`` (labelmap: DVID ``scale=level``;
-  grayscale: instance ``name`` for level 0, ``name_<level>`` above), each a 2**level
-  down-sampling of level 0.
-* Index 0 of an array sits at the block-aligned minimum point of its level; its
-  shape reaches the block-aligned maximum point. Coordinates may be negative.
-* Physical position of array index ``i`` on an axis of level ``l`` (factor
-  ``f = 2**l``, level-0 voxel size ``v``) is ``((origin + i) * f + (f - 1) / 2) * v``:
-  the centre of the level-0 voxels it covers. That is OME-Zarr's ``scale = f * v`` and
-  ``translation = (origin * f + (f - 1) / 2) * v``.
+* Array ``"<level>"`` of the group is the layout's level ``"<level>"``; its chunk
+  shape is the DVID block size, its codec the plain little-endian ``bytes``.
+* The group carries OME-Zarr 0.5 ``multiscales`` (physical ``scale`` and
+  ``translation`` of every level, from :func:`~dvid_store.layout.level_transform`),
+  a ``dvid`` block of DVID's own attributes, and inline consolidated metadata.
+
+``Layout``, ``Level``, ``discover_layout``, ``normalise_unit`` and ``physical_axis``
+moved to :mod:`dvid_store.layout`; they can still be imported from here.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..blocks import LABEL_TYPES, VOXEL_TYPES
-from ..errors import DvidInputError, UnsupportedError
+from ..blocks import LABEL_TYPES
+from ..errors import DvidInputError
+from ..layout import Layout, Level, level_transform, normalise_unit
 
-if TYPE_CHECKING:
-    from ..node import Node
+# The instance geometry moved to dvid_store.layout; these names stay importable from here.
+from ..layout import discover_layout as discover_layout
+from ..layout import physical_axis as physical_axis
 
 __all__ = [
-    "Layout",
-    "Level",
     "array_document",
-    "discover_layout",
     "group_document",
     "metadata_documents",
-    "normalise_unit",
     "normalised_document",
-    "physical_axis",
 ]
-
-ZYX = tuple[int, int, int]
-
-#: DVID unit spellings → OME-Zarr (UDUNITS-2) unit names.
-_UNITS = {
-    "nanometer": "nanometer", "nanometers": "nanometer", "nm": "nanometer",
-    "micrometer": "micrometer", "micrometers": "micrometer", "micron": "micrometer",
-    "microns": "micrometer", "um": "micrometer", "µm": "micrometer",
-    "millimeter": "millimeter", "millimeters": "millimeter", "mm": "millimeter",
-    "centimeter": "centimeter", "centimeters": "centimeter", "cm": "centimeter",
-    "meter": "meter", "meters": "meter", "m": "meter",
-    "angstrom": "angstrom", "angstroms": "angstrom", "å": "angstrom",
-    "picometer": "picometer", "picometers": "picometer", "pm": "picometer",
-}
-
-
-def normalise_unit(unit: str | None) -> str | None:
-    """DVID's unit name (``"nanometers"``) → OME-Zarr's (``"nanometer"``); ``None`` if unknown."""
-    if not unit:
-        return None
-    return _UNITS.get(unit.strip().lower())
-
-
-@dataclass(frozen=True)
-class Level:
-    """One pyramid level: which DVID data it is and where its array sits.
-
-    Attributes
-    ----------
-    path : str
-        Array name in the group (``"0"``, ``"1"``, ...).
-    instance : str
-        DVID instance holding the level.
-    scale : int
-        DVID ``scale`` parameter (labelmap levels); 0 for grayscale level instances.
-    factor : int
-        Down-sampling relative to level 0 (``2**level``).
-    origin : (int, int, int)
-        Voxel coordinate of array index 0 in this level's grid, block aligned.
-    shape : (int, int, int)
-        Array shape in voxels (a whole number of blocks).
-    block_shape : (int, int, int)
-        DVID block size = zarr chunk shape.
-    typename : str
-        DVID type of ``instance``.
-    stored : str
-        How ``instance`` stores blocks (``"lz4"``, ``"gzip"``, ``"none"``, ``"other"``).
-    """
-
-    path: str
-    instance: str
-    scale: int
-    factor: int
-    origin: ZYX
-    shape: ZYX
-    block_shape: ZYX
-    typename: str
-    stored: str
-
-    @property
-    def origin_block(self) -> ZYX:
-        """Block coordinate of chunk (0, 0, 0)."""
-        return tuple(o // b for o, b in zip(self.origin, self.block_shape))  # type: ignore[return-value]
-
-    @property
-    def grid(self) -> ZYX:
-        """Chunks per axis."""
-        return tuple(s // b for s, b in zip(self.shape, self.block_shape))  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A DVID voxel instance seen as a multiscale zarr group (pinned at open time).
-
-    Attributes
-    ----------
-    server : str
-        Server root URL.
-    uuid : str
-        Full node UUID.
-    instance : str
-        Instance name (level 0).
-    typename : str
-        DVID type (``"uint8blk"``, ``"labelmap"``, ...).
-    dtype : str
-        numpy dtype string (little-endian).
-    voxel_size : (float, float, float)
-        Level-0 voxel size, (z, y, x).
-    units : (str, str, str)
-        DVID's unit names, (z, y, x).
-    min_point, max_point : (int, int, int) or None
-        Level-0 extents (inclusive voxel corners) when the layout was read.
-    supervoxels : bool
-        labelmap: supervoxel ids instead of body ids.
-    levels : tuple of Level
-        The pyramid, level 0 first.
-    """
-
-    server: str
-    uuid: str
-    instance: str
-    typename: str
-    dtype: str
-    voxel_size: tuple[float, float, float]
-    units: tuple[str, str, str]
-    min_point: ZYX | None
-    max_point: ZYX | None
-    supervoxels: bool
-    levels: tuple[Level, ...]
-
-    @property
-    def block_shape(self) -> ZYX:
-        return self.levels[0].block_shape
-
-    def level(self, path_or_index: str | int) -> Level:
-        """The level by array path (``"1"``) or index (``1``)."""
-        key = str(path_or_index)
-        for level in self.levels:
-            if level.path == key:
-                return level
-        raise DvidInputError(
-            f"{self.instance!r} has no scale {key!r}; available: {', '.join(level.path for level in self.levels)}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _zyx(values: Any) -> ZYX | None:
-    if values is None:
-        return None
-    x, y, z = (int(v) for v in values)
-    return z, y, x
-
-
-def _extent_box(min_point: ZYX | None, max_point: ZYX | None, factor: int, block: ZYX) -> tuple[ZYX, ZYX]:
-    """Block-aligned (origin, shape) of inclusive level-0 extents seen at ``factor``."""
-    if min_point is None or max_point is None:
-        return (0, 0, 0), (0, 0, 0)
-    origin, shape = [], []
-    for lo, hi, b in zip(min_point, max_point, block):
-        lo_s, hi_s = lo // factor, hi // factor
-        start = (lo_s // b) * b
-        stop = -((-(hi_s + 1)) // b) * b
-        origin.append(start)
-        shape.append(max(stop - start, 0))
-    return tuple(origin), tuple(shape)  # type: ignore[return-value]
-
-
-def discover_layout(
-    node: Node, instance: str, *, supervoxels: bool = False, info: Mapping[str, Any] | None = None
-) -> Layout:
-    """Read an instance's layout from DVID.
-
-    Parameters
-    ----------
-    node : Node
-        The version.
-    instance : str
-        A labelmap or imageblk-family instance.
-    supervoxels : bool
-        labelmap only.
-    info : mapping, optional
-        The instance's ``/info`` if already fetched.
-
-    Raises
-    ------
-    UnsupportedError
-        The instance is of another type.
-    DvidInputError
-        ``supervoxels`` for a non-labelmap instance.
-    """
-    from ..blocks import _Stored
-
-    info = info if info is not None else node.typeinfo(instance)
-    typename = info["Base"]["TypeName"]
-    if typename not in VOXEL_TYPES and typename not in LABEL_TYPES:
-        supported = ", ".join([*VOXEL_TYPES, *LABEL_TYPES])
-        raise UnsupportedError(
-            f"instance {instance!r} is a {typename}; only these types open as arrays: {supported}"
-        )
-    if supervoxels and typename not in LABEL_TYPES:
-        raise DvidInputError(f"supervoxels=True applies to labelmap instances; {instance!r} is a {typename}")
-    extended = info["Extended"]
-    block = tuple(int(v) for v in reversed(extended["BlockSize"]))
-    voxel_size = tuple(float(v) for v in reversed(extended.get("VoxelSize") or (1, 1, 1)))
-    units = tuple(str(u) for u in reversed(extended.get("VoxelUnits") or ("", "", "")))
-    min_point, max_point = _zyx(extended.get("MinPoint")), _zyx(extended.get("MaxPoint"))
-    dtype = (VOXEL_TYPES.get(typename) or LABEL_TYPES[typename]).str
-    stored = _Stored.from_info(info).kind
-    levels: list[Level] = []
-    if typename in LABEL_TYPES:
-        for s in range(int(extended.get("MaxDownresLevel") or 0) + 1):
-            origin, shape = _extent_box(min_point, max_point, 2**s, block)  # type: ignore[arg-type]
-            levels.append(Level(str(s), instance, s, 2**s, origin, shape, block, typename, stored))  # type: ignore[arg-type]
-    else:
-        origin, shape = _extent_box(min_point, max_point, 1, block)  # type: ignore[arg-type]
-        levels.append(Level("0", instance, 0, 1, origin, shape, block, typename, stored))  # type: ignore[arg-type]
-        names = node.instances()
-        s = 1
-        while names.get(f"{instance}_{s}") == typename:
-            name = f"{instance}_{s}"
-            linfo = node.typeinfo(name)
-            lext = linfo["Extended"]
-            lblock = tuple(int(v) for v in reversed(lext["BlockSize"]))
-            lmin, lmax = _zyx(lext.get("MinPoint")), _zyx(lext.get("MaxPoint"))
-            origin, shape = _extent_box(lmin, lmax, 1, lblock)  # type: ignore[arg-type]
-            levels.append(
-                Level(str(s), name, 0, 2**s, origin, shape, lblock, typename, _Stored.from_info(linfo).kind)  # type: ignore[arg-type]
-            )
-            s += 1
-    return Layout(
-        server=node.transport.base_url,
-        uuid=node.uuid,
-        instance=instance,
-        typename=typename,
-        dtype=dtype,
-        voxel_size=voxel_size,  # type: ignore[arg-type]
-        units=units,  # type: ignore[arg-type]
-        min_point=min_point,
-        max_point=max_point,
-        supervoxels=bool(supervoxels),
-        levels=tuple(levels),
-    )
-
-
-# ------------------------------------------------------------------ documents
-def _level_transform(layout: Layout, level: Level) -> tuple[list[float], list[float]]:
-    """OME-Zarr (scale, translation) of a level, (z, y, x), physical units."""
-    f = level.factor
-    scale = [v * f for v in layout.voxel_size]
-    translation = [(o * f + (f - 1) / 2) * v for o, v in zip(level.origin, layout.voxel_size)]
-    return scale, translation
-
 
 def _dvid_attributes(layout: Layout, level: Level | None) -> dict[str, Any]:
     attrs: dict[str, Any] = {
@@ -294,7 +53,7 @@ def _dvid_attributes(layout: Layout, level: Level | None) -> dict[str, Any]:
         "axes": ["z", "y", "x"],
     }
     if level is not None:
-        scale, translation = _level_transform(layout, level)
+        scale, translation = level_transform(layout, level)
         attrs.update(
             level=int(level.path),
             level_instance=level.instance,
@@ -334,7 +93,7 @@ def _ome(layout: Layout) -> dict[str, Any]:
         axes.append(axis)
     datasets = []
     for level in layout.levels:
-        scale, translation = _level_transform(layout, level)
+        scale, translation = level_transform(layout, level)
         datasets.append(
             {
                 "path": level.path,
@@ -417,10 +176,4 @@ def metadata_documents(layout: Layout, scale: int | None) -> dict[str, bytes]:
     else:
         docs = {"zarr.json": array_document(layout, layout.level(scale))}
     return {key: json.dumps(doc, indent=2).encode() for key, doc in docs.items()}
-
-
-def physical_axis(layout: Layout, level: Level, axis: int) -> tuple[float, float]:
-    """(start, step) of the physical coordinate of array indices along ``axis`` (0=z)."""
-    scale, translation = _level_transform(layout, level)
-    return translation[axis], scale[axis]
 

@@ -1,7 +1,7 @@
 """``DvidStore``: a DVID voxel instance as a zarr v3 store (chunk = DVID block).
 
 The store never speaks HTTP: metadata documents are synthesised from a pinned
-:class:`~dvid_store.zarr.metadata.Layout`, and chunk keys become block reads and
+:class:`~dvid_store.layout.Layout`, and chunk keys become block reads and
 writes of :class:`~dvid_store.blocks.BlockIO`, batched by
 :class:`~dvid_store.zarr.coalesce.Batcher` and run in a thread pool.
 """
@@ -32,14 +32,9 @@ from ..blocks import (
     shared_node,
 )
 from ..errors import DvidInputError, LockedNodeError, UnsupportedError
+from ..layout import Layout, Level, discover_layout
 from .coalesce import Batcher, FailureScope, io_executor
-from .metadata import (
-    Layout,
-    Level,
-    discover_layout,
-    metadata_documents,
-    normalised_document,
-)
+from .metadata import metadata_documents, normalised_document
 
 if TYPE_CHECKING:
     from zarr.core.buffer import Buffer, BufferPrototype
