@@ -42,6 +42,7 @@ from .blocks import BlockIO
 from .errors import ConcurrentWriteError, DvidError, DvidInputError
 from .geometry import Box, aligned_box, as_zyx, block_coords_in_box, box_shape
 from .layout import Layout, Level, discover_layout
+from .urls import parse_url
 
 if TYPE_CHECKING:
 
@@ -78,8 +79,6 @@ def resolve_target(
     connection for URLs.
     """
     if isinstance(url_or_node, str):
-        from .fs import parse_url
-
         parsed = parse_url(url_or_node)
         if instance is not None and instance != parsed.instance:
             raise DvidInputError(f"the URL names instance {parsed.instance!r} but instance={instance!r} was given")

@@ -29,77 +29,25 @@ import asyncio
 import errno
 import io
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fsspec.asyn import AsyncFileSystem
 
+from .client import DvidClient
 from .errors import (
     DvidInputError,
     UnknownInstanceError,
     UnknownNodeError,
     UnsupportedError,
 )
+from .node import Node
 from .transport import Secret
+from .urls import DvidURL, parse_url
+from .zarr.coalesce import io_executor
+from .zarr.store import DvidStore
 
-if TYPE_CHECKING:
-    from .node import Node
-    from .zarr.store import DvidStore
-
+# DvidURL and parse_url live in dvid_store.urls; they stay importable from here.
 __all__ = ["DvidFileSystem", "DvidURL", "parse_url"]
-
-
-@dataclass(frozen=True)
-class DvidURL:
-    """The parts of a ``dvid://`` URL.
-
-    Attributes
-    ----------
-    server : str
-        ``http://host:port``.
-    ref : str
-        Node reference as written (UUID, prefix, ``prefix:branch[~N]``).
-    instance : str
-        Instance name.
-    key : str
-        The rest of the path (a zarr key, a level number or ``""``).
-    """
-
-    server: str
-    ref: str
-    instance: str
-    key: str = ""
-
-    def client(self, **conn: Any) -> Any:
-        from .client import DvidClient
-
-        return DvidClient(self.server, **conn)
-
-    def node(self, **conn: Any) -> Node:
-        """Resolve the node reference (one or two requests)."""
-        scheme = conn.pop("scheme", None)
-        server = self.server if scheme is None else f"{scheme}://{self.server.split('://', 1)[1]}"
-        return DvidURL(server, self.ref, self.instance, self.key).client(**conn).node(self.ref)
-
-
-def parse_url(url: str, scheme: str = "http") -> DvidURL:
-    """Split ``dvid://host:port/<node>/<instance>[/key]`` (the ``dvid://`` may be missing).
-
-    Raises
-    ------
-    DvidInputError
-        Host, node or instance is missing.
-    """
-    text = url
-    for prefix in ("dvid://", "dvid::"):
-        text = text.removeprefix(prefix)
-    parts = [p for p in text.strip("/").split("/")]
-    if len(parts) < 3 or not all(parts[:3]):
-        raise DvidInputError(
-            f"{url!r} is not a DVID URL: use dvid://host:port/<uuid or prefix or uuid:branch>/<instance>[/<key>]"
-        )
-    host, ref, instance = parts[:3]
-    return DvidURL(f"{scheme}://{host}", ref, instance, "/".join(parts[3:]))
 
 
 class DvidFileSystem(AsyncFileSystem):
@@ -155,7 +103,7 @@ class DvidFileSystem(AsyncFileSystem):
         self.scheme = scheme
         self.supervoxels = bool(supervoxels)
         self.compression = compression
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, DvidClient] = {}
         self._uuids: dict[tuple[str, str], str] = {}
         self._stores: dict[tuple[str, str, str], DvidStore] = {}
 
@@ -188,19 +136,15 @@ class DvidFileSystem(AsyncFileSystem):
     def unstrip_protocol(self, name: str) -> str:
         return "dvid://" + name
 
-    def _client(self, server: str) -> Any:
+    def _client(self, server: str) -> DvidClient:
         client = self._clients.get(server)
         if client is None:
-            from .client import DvidClient
-
             client = DvidClient(server, user=self.user, app=self.app, token=self._token)
             self._clients[server] = client
         return client
 
     def _open_store(self, parsed: DvidURL) -> DvidStore:
         """The store of (server, node, instance), made on first use (blocking: call in a thread)."""
-        from .zarr.store import DvidStore
-
         uuid = self._uuids.get((parsed.server, parsed.ref))
         client = self._client(parsed.server)
         if uuid is None:
@@ -209,8 +153,6 @@ class DvidFileSystem(AsyncFileSystem):
         key = (parsed.server, uuid, parsed.instance)
         store = self._stores.get(key)
         if store is None:
-            from .node import Node
-
             store = DvidStore(
                 Node(client, uuid), parsed.instance, supervoxels=self.supervoxels, compression=self.compression,
                 throttle=self.throttle,
@@ -223,8 +165,6 @@ class DvidFileSystem(AsyncFileSystem):
         cached = self._uuids.get((parsed.server, parsed.ref))
         store = self._stores.get((parsed.server, cached, parsed.instance)) if cached else None
         if store is None:
-            from .zarr.coalesce import io_executor
-
             loop = asyncio.get_running_loop()
             store = await loop.run_in_executor(io_executor(), self._open_store, parsed)
         return store, parsed.key
@@ -280,7 +220,7 @@ class DvidFileSystem(AsyncFileSystem):
         raise FileNotFoundError(errno.ENOENT, f"{path}: no such key in {store!r}", path)
 
     async def _file_size(self, store: DvidStore, key: str) -> int | None:
-        if not key or store._chunk(key) is None and key not in store._docs:
+        if not key or store.key_size(key) is None:
             return None
         try:
             return await store.getsize(key)
@@ -316,11 +256,9 @@ class DvidFileSystem(AsyncFileSystem):
         async for name in store.list_dir(key):
             child = f"{key}/{name}" if key else name
             full = f"{base}/{name}"
-            if child in store._docs:
-                entries.append({"name": full, "size": len(store._docs[child]), "type": "file"})
-            elif store._chunk(child) is not None:
-                level = store._chunk(child)[0]  # type: ignore[index]
-                entries.append({"name": full, "size": store._block_io(level).block_nbytes, "type": "file"})
+            size = store.key_size(child)
+            if size is not None:
+                entries.append({"name": full, "size": size, "type": "file"})
             else:
                 entries.append({"name": full, "size": 0, "type": "directory"})
         if not entries and not await self._isdir_key(store, key):
@@ -339,7 +277,7 @@ class DvidFileSystem(AsyncFileSystem):
     async def _rm_file(self, path: str, **kwargs: Any) -> None:
         """Write a zero block for one chunk (DVID has no block delete: it still exists afterwards)."""
         store, key = await self._resolve(path)
-        if store._chunk(key) is None:
+        if not store.is_chunk(key):
             raise UnsupportedError(
                 f"cannot delete {path!r}: only chunks can be removed from a DVID store (that writes a zero block)"
             )
@@ -359,15 +297,14 @@ class DvidFileSystem(AsyncFileSystem):
         targets = []
         for p in paths:
             store, key = await self._resolve(p)
-            if store._chunk(key) is None:
+            if not store.is_chunk(key):
                 raise UnsupportedError(
                     f"refusing to delete {p!r}: dvid_store never wipes DVID data; only single chunks can be "
                     "removed (each becomes a zero block)"
                 )
-            store._check_writable()
             # Here, not in the tasks below: the check reads this coroutine's await
             # chain, which a new task would not have.
-            store._refuse_zarr_delete(key)
+            store.check_delete(key)
             targets.append((store, key))
         await asyncio.gather(*(store.delete(key) for store, key in targets))
 

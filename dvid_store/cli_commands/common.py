@@ -162,14 +162,14 @@ def parse_target(text: str) -> Target:
     """Read a command-line URL (see :data:`URL_FORMS`).
 
     ``http(s)://host:port/api/node/<uuid>/<instance>`` (DVID's own paths) are accepted
-    too. Instance URLs are split by :func:`dvid_store.fs.parse_url`.
+    too. Instance URLs are split by :func:`dvid_store.urls.parse_url`.
 
     Raises
     ------
     DvidInputError
         Not one of the accepted forms.
     """
-    from ..fs import parse_url
+    from ..urls import parse_url
 
     raw = text.strip()
     scheme = "http"

@@ -33,6 +33,7 @@ from ..blocks import (
 )
 from ..errors import DvidInputError, LockedNodeError, UnsupportedError
 from ..layout import Layout, Level, discover_layout
+from ..urls import parse_url
 from .coalesce import Batcher, FailureScope, io_executor
 from .metadata import metadata_documents, normalised_document
 
@@ -192,8 +193,6 @@ class DvidStore(Store):
         A trailing level number is the same as ``scale=level``. ``kwargs`` go to the
         constructor, plus ``user``, ``app``, ``token`` and ``scheme`` for the connection.
         """
-        from ..fs import parse_url
-
         parsed = parse_url(url)
         conn = {k: kwargs.pop(k) for k in ("user", "app", "token", "scheme") if k in kwargs}
         node = parsed.node(**conn)
@@ -311,6 +310,45 @@ class DvidStore(Store):
             )
 
     # ---------------------------------------------------------------- keys
+    def is_chunk(self, key: str) -> bool:
+        """Whether ``key`` names a chunk inside one of the store's chunk grids, stored or not (sends nothing)."""
+        return self._chunk(key) is not None
+
+    def key_size(self, key: str) -> int | None:
+        """Size in bytes of a key's value, without asking DVID whether it is stored.
+
+        Returns
+        -------
+        int or None
+            The length of a metadata document; one whole block's bytes for a chunk
+            key (whether or not DVID holds the block); ``None`` for any other key.
+        """
+        doc = self._docs.get(key)
+        if doc is not None:
+            return len(doc)
+        parsed = self._chunk(key)
+        return None if parsed is None else self._block_io(parsed[0]).block_nbytes
+
+    def check_delete(self, key: str) -> None:
+        """Raise what :meth:`delete` of ``key`` would raise before writing anything; send nothing.
+
+        For callers that delete many keys in one call (``fs.rm`` of ``dvid://``
+        chunks): checking every key first means a refused delete stops the call
+        before a single zero block is written. Call it directly from the coroutine
+        that zarr awaits, as :meth:`delete` does: the check of zarr's resize reads
+        the caller's await chain.
+
+        Raises
+        ------
+        LockedNodeError, ValueError, DvidInputError
+            As :meth:`delete`.
+        """
+        self._check_writable()
+        if key in self._docs:
+            raise DvidInputError(f"refusing to delete {key!r}: the metadata of a DVID store cannot be deleted")
+        if self._chunk(key) is not None:
+            self._refuse_zarr_delete(key)
+
     def _levels(self) -> list[tuple[str, Level]]:
         """(key prefix, level) of every array in the store."""
         if self._scale is not None:
@@ -518,13 +556,10 @@ class DvidStore(Store):
         LockedNodeError
             The node is committed.
         """
-        self._check_writable()
-        if key in self._docs:
-            raise DvidInputError(f"refusing to delete {key!r}: the metadata of a DVID store cannot be deleted")
+        self.check_delete(key)
         parsed = self._chunk(key)
         if parsed is None:
             return
-        self._refuse_zarr_delete(key)
         level, coord = parsed
         io = self._block_io(level)
         await self._writer(level).submit((coord, np.zeros(io.block_shape, io.dtype)))
