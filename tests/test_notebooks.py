@@ -2,6 +2,9 @@
 
 * Every notebook in ``notebooks/`` runs top to bottom in a Jupyter kernel of this
   interpreter, against the session's DVID server (``$DVID_URL``), and is stored stripped.
+  Its last cell deletes its demo repo when ``$DVID_RPC`` is set, else says how to.
+* ``jupyter nbconvert --to notebook --execute notebooks/01-quickstart.ipynb``, as users
+  type it, runs the notebook on a throwaway server of its own.
 * Every ```` ```python ```` block of every page in ``docs/pages`` runs, page by page in
   one namespace, with ``localhost:8000`` pointing at the session's server. A block whose
   first line is ``# needs: <what>`` (e.g. a remote scheduler) is shown but not run.
@@ -12,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,15 +37,17 @@ DOC_PAGES = sorted((ROOT / "docs" / "pages").glob("*.md"))
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL = "dvid-store-tests"
 
-#: Per notebook: the repo alias it creates, and texts its outputs must contain.
+#: Per notebook: the repo alias it creates, texts its outputs must contain, and whether the
+#: test gives it $DVID_RPC (then its last cell deletes the repo; else it says how to).
 EXPECTED: dict[str, dict[str, Any]] = {
-    "01-quickstart.ipynb": {"alias": "quickstart", "texts": ["body at (z, y, x)", "bodies in it:"]},
+    "01-quickstart.ipynb": {"alias": "quickstart", "texts": ["body at (z, y, x)", "bodies in it:"], "rpc": False},
     "02-xarray.ipynb": {
         "alias": "xarray",
         "texts": ["z runs from -2560.0 to -40.0 nanometer", "nearest plane: z = -1000.0 nm"],
+        "rpc": True,
     },
-    "03-distributed.ipynb": {"alias": "distributed", "texts": ["100% Completed", "LocalCluster"]},
-    "04-versions.ipynb": {"alias": "versions", "texts": ["refused:", "merged body", ":proofreading~1"]},
+    "03-distributed.ipynb": {"alias": "distributed", "texts": ["100% Completed", "LocalCluster"], "rpc": False},
+    "04-versions.ipynb": {"alias": "versions", "texts": ["refused:", "merged body", ":proofreading~1"], "rpc": True},
 }
 
 
@@ -102,7 +109,10 @@ def test_notebook_runs_against_the_test_server(
 ) -> None:
     expected = EXPECTED[path.name]
     before = set(dvid_client.repos())
-    nb = _run(path, kernel_specs, _env(DVID_URL=dvid_server.url, DVID_ADMIN_TOKEN=dvid_server.admin_token))
+    env = _env(DVID_URL=dvid_server.url, DVID_ADMIN_TOKEN=dvid_server.admin_token)
+    if expected["rpc"]:
+        env["DVID_RPC"] = dvid_server.rpc_address
+    nb = _run(path, kernel_specs, env)
     outputs = list(_outputs(nb))
     assert not [o for o in outputs if o.get("output_type") == "error"]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
@@ -110,21 +120,39 @@ def test_notebook_runs_against_the_test_server(
     text = _text(nb)
     for snippet in expected["texts"]:
         assert snippet in text, f"{snippet!r} is missing from the outputs"
-    # it used the server it was given (and left its demo repo there)
+    # it used the server it was given, and deleted its demo repo or said how to
     new = {root: repo for root, repo in dvid_client.repos().items() if root not in before}
-    assert [repo.alias for repo in new.values()] == [expected["alias"]]
+    if expected["rpc"]:
+        assert not new, f"the notebook left {[repo.alias for repo in new.values()]} on the server"
+        assert "Started deletion of repo" in text
+    else:
+        assert [repo.alias for repo in new.values()] == [expected["alias"]]
+        (root,) = new
+        assert f"-rpc=localhost:8001 repos delete {root}" in text
     assert dvid_server.running
 
 
 @pytest.mark.timeout(240)
-def test_a_notebook_runs_standalone_with_its_own_server(kernel_specs: KernelSpecManager) -> None:
-    """Without $DVID_URL the notebook starts (and stops) a throwaway server of its own."""
-    path = NOTEBOOK_DIR / "01-quickstart.ipynb"
-    nb = _run(path, kernel_specs, _env())
+def test_jupyter_nbconvert_runs_a_notebook_standalone(tmp_path: Path) -> None:
+    """What users type, without $DVID_URL: the notebook starts (and stops) a throwaway server."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    assert jupyter.exists(), f"no jupyter next to {sys.executable}: install dvid_store[test]"
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(NOTEBOOK_DIR / "01-quickstart.ipynb", tmp_path / "notebooks")
+    command = [str(jupyter), "nbconvert", "--to", "notebook", "--execute", "notebooks/01-quickstart.ipynb"]
+    done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=220)
+    assert done.returncode == 0, done.stderr[-3000:]
+    nb = nbformat.read(tmp_path / "notebooks" / "01-quickstart.nbconvert.ipynb", as_version=4)
     outputs = list(_outputs(nb))
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert "http://127.0.0.1:" in _text(nb)
+    assert "stays on" not in _text(nb)  # a throwaway server: nothing to clean up
+    if shutil.which("git") and (ROOT / ".git").exists():  # the executed copy never dirties a checkout
+        ignored = subprocess.run(
+            ["git", "-C", str(ROOT), "check-ignore", "-q", "notebooks/01-quickstart.nbconvert.ipynb"], check=False
+        )
+        assert ignored.returncode == 0, "git does not ignore notebooks/*.nbconvert.ipynb"
 
 
 def test_the_four_notebooks_exist() -> None:
