@@ -27,26 +27,23 @@ loopback DVID; every figure a median with the settings taking turns):
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 import uuid
 import warnings
-import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .blocks import BlockIO
-from .errors import ConcurrentWriteError, DvidError, DvidInputError
-from .geometry import Box, aligned_box, as_zyx, block_coords_in_box, box_shape
+from .dask_array import DvidArray
+from .errors import DvidError, DvidInputError
+from .geometry import Box, as_zyx
 from .layout import Layout, Level, discover_layout
+from .level_io import VolumeReader, VolumeWriter, block_locks, step_one_bounds
 from .urls import parse_url
 
 if TYPE_CHECKING:
-
-    from .dask_array import DvidArray
     from .node import Node
 
 __all__ = [
@@ -102,250 +99,6 @@ def _level_io(
         node, level.instance, typename=level.typename, block_shape=level.block_shape, scale=level.scale,
         supervoxels=supervoxels, compression=compression, stored=level.stored, throttle=throttle,
     )
-
-
-def _normalise_key(key: Any, shape: ZYX) -> tuple[tuple[slice, ...], tuple[Any, ...]]:
-    """Bounding slices (step 1) of a basic index, and the index to apply to them afterwards."""
-    if not isinstance(key, tuple):
-        key = (key,)
-    if any(k is Ellipsis for k in key):
-        i = key.index(Ellipsis)
-        key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
-    key = key + (slice(None),) * (3 - len(key))
-    if len(key) != 3:
-        raise IndexError(f"too many indices for a 3-d volume: {key!r}")
-    bounds, after = [], []
-    for k, n in zip(key, shape):
-        if isinstance(k, (int, np.integer)):
-            i = int(k) + n if k < 0 else int(k)
-            if not 0 <= i < n:
-                raise IndexError(f"index {k} is out of bounds for size {n}")
-            bounds.append(slice(i, i + 1))
-            after.append(0)
-        elif isinstance(k, slice):
-            start, stop, step = k.indices(n)
-            if step < 0:
-                raise IndexError("negative steps are not supported by DVID volumes")
-            stop = max(stop, start)
-            bounds.append(slice(start, stop))
-            after.append(slice(None, None, step) if step != 1 else slice(None))
-        else:
-            raise IndexError(f"only integers and slices index a DVID volume, got {k!r}")
-    return tuple(bounds), tuple(after)
-
-
-def step_one_bounds(key: Any, shape: ZYX) -> tuple[slice, ...] | None:
-    """The box (slices of step 1) that a basic index cuts out of ``shape``.
-
-    Returns None for integers (which drop an axis) and steps other than 1; raises
-    IndexError for out-of-range integers, negative steps and anything but integers and
-    slices (``None``, arrays).
-    """
-    bounds, after = _normalise_key(key, shape)
-    keys = key if isinstance(key, tuple) else (key,)
-    if any(a != slice(None) for a in after) or any(isinstance(k, (int, np.integer)) for k in keys):
-        return None
-    return bounds
-
-
-class VolumeReader:
-    """A numpy-like, picklable view of one level of a DVID instance (for ``dask.array.from_array``).
-
-    ``reader[z0:z1, y0:y1, x0:x1]`` reads that box (array indices: index 0 is
-    ``origin``) through :meth:`BlockIO.read_box`.
-
-    Parameters
-    ----------
-    io : BlockIO
-        The level's block access.
-    origin : (int, int, int)
-        Voxel coordinate of index 0.
-    shape : (int, int, int)
-        Array shape.
-    """
-
-    ndim = 3
-
-    def __init__(self, io: BlockIO, origin: Sequence[int], shape: Sequence[int]) -> None:
-        self.io = io
-        self.origin: ZYX = as_zyx(origin)
-        self.shape: ZYX = tuple(int(n) for n in shape)  # type: ignore[assignment]
-        self.dtype = io.dtype
-
-    def __repr__(self) -> str:
-        return f"VolumeReader({self.io!r}, origin={self.origin}, shape={self.shape})"
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        bounds, after = _normalise_key(key, self.shape)
-        sizes = [s.stop - s.start for s in bounds]
-        if 0 in sizes:
-            return np.empty(sizes, self.dtype)[after]
-        data = self.io.read_box(self._box(bounds))
-        return data[after] if any(a != slice(None) for a in after) else data
-
-    def read_into(self, region: tuple[slice, ...], out: np.ndarray) -> np.ndarray:
-        """Read ``self[region]`` (slices of step 1, array indices) into ``out``, a view of that shape."""
-        return self.io.read_box(self._box(region), out=out)
-
-    def _box(self, region: tuple[slice, ...]) -> Box:
-        """The voxel box of array-index slices of step 1."""
-        return (
-            tuple(o + s.start for o, s in zip(self.origin, region)),  # type: ignore[return-value]
-            tuple(o + s.stop for o, s in zip(self.origin, region)),
-        )
-
-
-class VolumeWriter:
-    """A picklable ``target[region] = data`` for ``dask.array.store`` into a DVID level.
-
-    Regions are array indices (index 0 = ``origin``). A region that covers whole
-    blocks is written directly. Blocks it covers only in part (its edge blocks) are
-    read, merged and written back:
-
-    * labelmap edge blocks are read as supervoxel ids, whatever view the data was
-      read through, so every voxel outside the region keeps its stored supervoxel id
-      bit for bit (a body-id read would write merged bodies back as supervoxels and
-      make merges impossible to undo). The written values are stored as given.
-    * the merge of a block holds a lock on it: a per-process lock, and on a
-      dask.distributed worker a cluster-wide ``distributed.MultiLock``, so tasks of
-      one cluster that share blocks never lose each other's voxels;
-    * afterwards the edge blocks are read again, and if the region's own voxels
-      there are not what was written, another writer (an independent process: no
-      lock reaches it) wrote over them: :class:`~dvid_store.errors.ConcurrentWriteError`.
-    """
-
-    def __init__(self, io: BlockIO, origin: Sequence[int], shape: Sequence[int]) -> None:
-        self.io = io
-        self.origin: ZYX = as_zyx(origin)
-        self.shape: ZYX = tuple(int(n) for n in shape)  # type: ignore[assignment]
-        self.dtype = io.dtype
-        self.ndim = 3
-
-    def __setitem__(self, key: Any, value: np.ndarray) -> None:
-        bounds = step_one_bounds(key, self.shape)
-        if bounds is None:
-            raise DvidInputError("DVID volumes are written by boxes: use slices with step 1")
-        value = np.asarray(value)
-        start = tuple(o + s.start for o, s in zip(self.origin, bounds))
-        stop = tuple(o + s.stop for o, s in zip(self.origin, bounds))
-        if value.shape != tuple(b - a for a, b in zip(start, stop)):
-            value = np.broadcast_to(value, tuple(b - a for a, b in zip(start, stop)))
-        if value.size == 0:
-            return
-        box: Box = (start, stop)  # type: ignore[assignment]
-        outer = aligned_box(box, self.io.block_shape)
-        if outer == box:
-            self.io.write_box(value, start)
-            return
-        # Check before merging: numpy's assignment would wrap values that do not fit.
-        value = self.io._check_dtype(value)
-        self.io.node.require_writable(f"writing to {self.io.instance!r}")
-        edges = _edge_blocks(box, outer, self.io.block_shape)
-        with block_locks(self.io, edges):
-            data = np.empty(box_shape(outer), self.io.dtype)
-            stored = self._stored_view()
-            for coord, block in _read_all(stored, edges).items():
-                dst, _ = _block_slices(outer, coord, self.io.block_shape)
-                data[dst] = block
-            inner = tuple(slice(a - o, b - o) for a, b, o in zip(start, stop, outer[0]))
-            data[inner] = value
-            self.io.write_box(data, outer[0])
-            self._verify(stored, edges, outer, data, box)
-
-    def _stored_view(self) -> BlockIO:
-        """The block access that reads what is stored: supervoxel ids for labelmaps."""
-        io = self.io
-        if io.family != "labelmap" or io.supervoxels:
-            return io
-        return BlockIO(
-            io.node, io.instance, typename=io.typename, block_shape=io.block_shape, scale=io.scale,
-            supervoxels=True, compression=io.compression, stored=io.stored, max_blocks=io.max_blocks,
-            max_bytes=io.max_bytes, max_write_voxels=io.max_write_voxels,
-        )
-
-    def _verify(self, stored: BlockIO, edges: list[ZYX], outer: Box, data: np.ndarray, box: Box) -> None:
-        """Read the merged edge blocks back; the region's own voxels must be as written."""
-        again = _read_all(stored, edges)
-        bs = self.io.block_shape
-        for coord in edges:
-            dst, _ = _block_slices(outer, coord, bs)
-            mine = tuple(
-                slice(max(d.start, a - o), min(d.stop, b - o)) for d, a, b, o in zip(dst, box[0], box[1], outer[0])
-            )
-            block_dst = tuple(slice(m.start - d.start, m.stop - d.start) for m, d in zip(mine, dst))
-            if not np.array_equal(again[coord][block_dst], data[mine]):
-                lo = tuple(c * b for c, b in zip(coord, bs))
-                raise ConcurrentWriteError(
-                    f"another writer wrote block at {lo} (z, y, x) of {self.io.instance!r} while this write "
-                    f"merged its part of the box {box[0]}–{box[1]} into it, and this write's voxels there were "
-                    "lost. Writes of boxes that share DVID blocks must not run at once from independent "
-                    "processes: align boxes to the block grid, or run the writers as tasks of one "
-                    "dask.distributed cluster (which locks shared blocks). Write the box again."
-                )
-
-
-def _edge_blocks(box: Box, outer: Box, block_shape: ZYX) -> list[ZYX]:
-    """Blocks of ``outer`` that ``box`` covers only in part, sorted."""
-    edges = []
-    for c in block_coords_in_box(outer, block_shape):
-        coord = (int(c[0]), int(c[1]), int(c[2]))
-        lo = tuple(v * b for v, b in zip(coord, block_shape))
-        hi = tuple(v + b for v, b in zip(lo, block_shape))
-        if any(l < a or h > b for l, h, a, b in zip(lo, hi, box[0], box[1])):
-            edges.append(coord)
-    return sorted(edges)
-
-
-def _block_slices(outer: Box, coord: ZYX, block_shape: ZYX) -> tuple[tuple[slice, ...], None]:
-    lo = tuple(v * b - o for v, b, o in zip(coord, block_shape, outer[0]))
-    return tuple(slice(l, l + b) for l, b in zip(lo, block_shape)), None
-
-
-def _read_all(io: BlockIO, coords: list[ZYX]) -> dict[ZYX, np.ndarray]:
-    """Every block of ``coords``, absent ones (confirmed by :meth:`BlockIO.read`) as zeros."""
-    found = io.read(coords)
-    return {c: found[c] if c in found else np.zeros(io.block_shape, io.dtype) for c in coords}
-
-
-_local_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
-_local_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def block_locks(io: BlockIO, coords: Sequence[ZYX]) -> Iterator[None]:
-    """Hold the merge locks of blocks ``coords`` of ``io``'s level (see :class:`VolumeWriter`).
-
-    Process-local locks always; on a dask.distributed worker also one
-    ``distributed.MultiLock`` over the blocks' names, cluster-wide. Locks are taken
-    in sorted order, so writers never deadlock.
-    """
-    transport = io.node.transport
-    names = [
-        f"dvid_store-merge:{transport.base_url}/{io.node.uuid}/{io.instance}/{io.scale}/{z}_{y}_{x}"
-        for z, y, x in sorted(coords)
-    ]
-    with _local_guard:
-        locks = [_local_locks.setdefault(name, threading.Lock()) for name in names]
-    with contextlib.ExitStack() as stack:
-        for lock in locks:
-            stack.enter_context(lock)
-        cluster = _cluster_lock(names)
-        if cluster is not None:
-            cluster.acquire()
-            stack.callback(cluster.release)
-        yield
-
-
-def _cluster_lock(names: list[str]) -> Any:
-    try:
-        from distributed import MultiLock, get_worker
-    except ImportError:
-        return None
-    try:
-        get_worker()
-    except ValueError:  # not running on a worker
-        return None
-    return MultiLock(names=names)
 
 
 def default_chunks(
@@ -453,8 +206,6 @@ def open_dask(
     """
     import dask.array as da
     from dask.base import tokenize
-
-    from .dask_array import DvidArray
 
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
     layout = discover_layout(node, instance, supervoxels=supervoxels)

@@ -24,11 +24,11 @@ import dask.array as da
 import numpy as np
 from dask.array.core import slices_from_chunks
 
-from .dask import step_one_bounds
 from .geometry import check_allocation
+from .level_io import step_one_bounds
 
 if TYPE_CHECKING:
-    from .dask import VolumeReader
+    from .level_io import VolumeReader
 
 __all__ = ["DvidArray"]
 

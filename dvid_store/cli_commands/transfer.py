@@ -3,7 +3,7 @@
 Every transfer cuts its region into chunks whose inner edges fall on the target's
 block grid (DVID blocks, or the zarr chunks of an export), so no two tasks ever touch
 the same block. The source is a dask array (``dask.array.from_array`` over a DVID
-:class:`~dvid_store.dask.VolumeReader`, a zarr array or a memory-mapped file) with
+:class:`~dvid_store.level_io.VolumeReader`, a zarr array or a memory-mapped file) with
 exactly those chunks; one dask task per chunk writes it to the target and records it
 in the :class:`~.journal.Journal`. dask's threaded scheduler runs ``--workers`` tasks
 at a time, with :class:`dask.diagnostics.ProgressBar` on stderr.

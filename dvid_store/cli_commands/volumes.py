@@ -154,7 +154,7 @@ class DvidLevel:
 
     def reader(self, box: Box) -> Volume:
         """A source reading ``box`` (this level's voxel coordinates)."""
-        from ..dask import VolumeReader
+        from ..level_io import VolumeReader
 
         shape = tuple(b - a for a, b in zip(*box))
         return Volume(
@@ -165,7 +165,7 @@ class DvidLevel:
 
     def writer(self, start: ZYX, shape: ZYX) -> Volume:
         """A target writing a region of ``shape`` whose first voxel lands at ``start``."""
-        from ..dask import VolumeWriter
+        from ..level_io import VolumeWriter
 
         self.node.require_writable(f"writing to {self.layout.instance!r}")
         return Volume(
