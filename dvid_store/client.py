@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import DvidInputError, UnknownNodeError
+from .node import Node
 from .repo import RepoInfo
 from .transport import RetryPolicy, Secret, Transport
-
-if TYPE_CHECKING:
-    from .node import Node
 
 __all__ = ["DvidClient"]
 
@@ -193,8 +191,6 @@ class DvidClient:
         return self._node(self.resolve(ref))
 
     def _node(self, uuid: str) -> Node:
-        from .node import Node
-
         return Node(self, uuid)
 
     def __getstate__(self) -> dict[str, Any]:

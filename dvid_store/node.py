@@ -10,6 +10,13 @@ from urllib.parse import quote
 
 import lz4.block
 
+from .datatypes.annotations import Annotations
+from .datatypes.graph import LabelGraph
+from .datatypes.keyvalue import KeyValue
+from .datatypes.labels import Labelarray, Labelblk, Labelmap, Labelvol
+from .datatypes.roi import Roi
+from .datatypes.tiles import Tiles
+from .datatypes.voxels import Voxels
 from .errors import DvidInputError, LockedNodeError, UnknownInstanceError
 from .names import check_instance_name
 from .repo import RepoInfo
@@ -17,13 +24,6 @@ from .settings import dvid_settings
 
 if TYPE_CHECKING:
     from .client import DvidClient
-    from .datatypes.annotations import Annotations
-    from .datatypes.graph import LabelGraph
-    from .datatypes.keyvalue import KeyValue
-    from .datatypes.labels import Labelarray, Labelblk, Labelmap, Labelvol
-    from .datatypes.roi import Roi
-    from .datatypes.tiles import Tiles
-    from .datatypes.voxels import Voxels
     from .transport import Transport
 
 __all__ = ["Node"]
@@ -246,62 +246,42 @@ class Node:
     # ------------------------------------------------------------- accessors
     def keyvalue(self, name: str) -> KeyValue:
         """The keyvalue instance ``name``."""
-        from .datatypes.keyvalue import KeyValue
-
         return KeyValue(self, check_instance_name(name))
 
     def voxels(self, name: str) -> Voxels:
         """The imageblk-family instance ``name`` (uint8blk, uint16blk, ..., rgba8blk)."""
-        from .datatypes.voxels import Voxels
-
         return Voxels(self, check_instance_name(name))
 
     def labelmap(self, name: str) -> Labelmap:
         """The labelmap instance ``name``."""
-        from .datatypes.labels import Labelmap
-
         return Labelmap(self, check_instance_name(name))
 
     def labelblk(self, name: str) -> Labelblk:
         """The (legacy) labelblk instance ``name``."""
-        from .datatypes.labels import Labelblk
-
         return Labelblk(self, check_instance_name(name))
 
     def labelarray(self, name: str) -> Labelarray:
         """The (legacy) labelarray instance ``name``."""
-        from .datatypes.labels import Labelarray
-
         return Labelarray(self, check_instance_name(name))
 
     def labelvol(self, name: str) -> Labelvol:
         """The (legacy) labelvol instance ``name``: sparse volumes of a synced labelblk."""
-        from .datatypes.labels import Labelvol
-
         return Labelvol(self, check_instance_name(name))
 
     def roi(self, name: str) -> Roi:
         """The roi instance ``name``."""
-        from .datatypes.roi import Roi
-
         return Roi(self, check_instance_name(name))
 
     def tiles(self, name: str) -> Tiles:
         """The imagetile instance ``name``."""
-        from .datatypes.tiles import Tiles
-
         return Tiles(self, check_instance_name(name))
 
     def annotations(self, name: str) -> Annotations:
         """The annotation instance ``name``."""
-        from .datatypes.annotations import Annotations
-
         return Annotations(self, check_instance_name(name))
 
     def graph(self, name: str) -> LabelGraph:
         """The labelgraph instance ``name``: DVID removed that type; every call says so."""
-        from .datatypes.graph import LabelGraph
-
         return LabelGraph(self, check_instance_name(name))
 
     # ---------------------------------------------------------------- general
