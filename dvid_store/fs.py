@@ -21,6 +21,9 @@ delete: removing a chunk (``fs.rm``, or zarr writing a chunk of zeros) writes a 
 block, so the chunk reads as 0 afterwards but still ``exists()`` and is listed.
 A missing node or instance is a missing path: ``exists`` is ``False`` and ``info``
 raises :class:`FileNotFoundError` carrying DVID's message.
+
+URLs are split by :func:`dvid_store.urls.parse_url` (``DvidURL`` and ``parse_url``
+can also be imported from here).
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ from .urls import DvidURL, parse_url
 from .zarr.coalesce import io_executor
 from .zarr.store import DvidStore
 
-# DvidURL and parse_url live in dvid_store.urls; they stay importable from here.
 __all__ = ["DvidFileSystem", "DvidURL", "parse_url"]
 
 
