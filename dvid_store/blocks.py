@@ -39,19 +39,18 @@ Which transfer encoding a read uses is the one parameter ``compression`` (defaul
 :data:`DEFAULT_READ_COMPRESSION`); labelmap writes send their bodies as
 :data:`DEFAULT_LABEL_WRITE_COMPRESSION`.
 
-Knobs and how their defaults were chosen (``benchmarks/bench_tuning.py``, 384³
-regions, 2 cores, loopback DVID, settings taking turns; the machine was shared, so
-only differences that held in every run changed a default):
+Knobs; their defaults were chosen with ``benchmarks/bench_tuning.py``, and a default
+changed only where another setting won in every run (the figures are on the
+"Performance" page of the docs, "Tuning knobs and the measured defaults"):
 
 * ``max_blocks`` (:data:`DEFAULT_MAX_BLOCKS`, 1024) and ``max_bytes``
-  (:data:`DEFAULT_MAX_BYTES`, 128 MiB) per request, reads and writes; 16–4096 blocks
-  per request measured 0.8–1.0x the default for zarr reads.
+  (:data:`DEFAULT_MAX_BYTES`, 128 MiB) per request, reads and writes: fewer or more
+  blocks per request were no faster.
 * ``max_write_voxels`` (:data:`DEFAULT_MAX_WRITE_VOXELS`, 512³, i.e. no cap beyond
-  the two above) per ``POST /raw``; 256³ measured 0.67–1.0x of it, 128³ was inconsistent (0.8–1.6x).
-* read ``compression``: labelmap "blocks" (lz4 0.39–0.71x, uncompressed 0.35–0.63x);
-  imageblk "stored" (uncompressed 0.73–0.94x).
-* labelmap write body :data:`DEFAULT_LABEL_WRITE_COMPRESSION`: "lz4" ("none" measured
-  0.54x and 0.88x at 384³, 1.15x at 128³).
+  the two above) per ``POST /raw``: smaller caps were slower or inconsistent.
+* read ``compression``: labelmap "blocks", imageblk "stored" (see
+  :data:`DEFAULT_READ_COMPRESSION`).
+* labelmap write body :data:`DEFAULT_LABEL_WRITE_COMPRESSION`: "lz4".
 """
 
 from __future__ import annotations
@@ -116,25 +115,23 @@ LABEL_TYPES: dict[str, np.dtype] = {"labelmap": np.dtype("<u8")}
 
 #: The transfer encoding of block reads, per family: the one place to change it.
 #: imageblk "stored": DVID sends the stored LZ4 payloads as they are and the client
-#: decompresses them in parallel tasks, which measured 1.06x, 1.19x and 1.37x the
-#: throughput of "uncompressed" (DVID decompresses on its side) in three runs of
-#: ``benchmarks/bench_tuning.py`` (384³ uint8, 2 cores, loopback); gzip-stored instances
-#: likewise ("stored" 1.25-1.6x "uncompressed", same voxels). jpeg-stored instances are
-#: read "uncompressed" by default: decoding their stored JPEGs here with Pillow measured
-#: 1.3-1.8x faster, but libjpeg and DVID's Go decoder disagree by one grey level on ~2%
-#: of voxels, and a dask read should show the voxels ``GET /raw`` shows; ask for
-#: ``compression="stored"`` to trade that for speed. Other storage ("snappy") is always
-#: read "uncompressed".
+#: decompresses them in parallel tasks, faster than "uncompressed" (DVID decompresses
+#: on its side) in every run of ``benchmarks/bench_tuning.py``; gzip-stored instances
+#: likewise (same voxels). jpeg-stored instances are read "uncompressed" by default:
+#: decoding their stored JPEGs here with Pillow is faster, but libjpeg and DVID's Go
+#: decoder disagree by one grey level on some voxels, and a dask read should show the
+#: voxels ``GET /raw`` shows; ask for ``compression="stored"`` to trade that for speed.
+#: Other storage ("snappy") is always read "uncompressed".
 #: labelmap "blocks": gzip'd DVID label blocks, sent by DVID as stored (no transcoding)
-#: and decoded by :mod:`dvid_store.codecs.labelblock`; measured on loopback (256³ uint64,
-#: 64³ blocks) it takes 0.10 s for smooth segmentation against 0.18 s for "lz4" (which
-#: DVID must transcode) and 0.18 s for "uncompressed", and 0.27 s against 0.44 s / 0.24 s
-#: for salt-and-pepper labels.
+#: and decoded by :mod:`dvid_store.codecs.labelblock`; faster than "lz4" (which DVID
+#: must transcode) and, for smooth segmentations, than "uncompressed".
+#: The figures are on the "Performance" page of the docs.
 DEFAULT_READ_COMPRESSION: dict[str, str] = {"imageblk": "stored", "labelmap": "blocks"}
 
 #: Body encoding of labelmap ``POST /raw`` writes: "lz4" (raw LZ4 block) or "none".
-#: LZ4 costs the client ~0.25 s/GB but spares DVID reading 5–10x more bytes; sending
-#: uncompressed (zero-copy memoryview) bodies measured 0.54x and 0.88x as fast.
+#: Compressing costs the client some time but spares DVID reading several times more
+#: bytes; sending uncompressed (zero-copy memoryview) bodies was slower in
+#: ``benchmarks/bench_tuning.py`` (figures on the "Performance" page of the docs).
 DEFAULT_LABEL_WRITE_COMPRESSION = "lz4"
 
 #: At most this many blocks per request (keeps the ``blocks=`` query string < ~20 kB).
@@ -146,12 +143,12 @@ DEFAULT_MAX_BYTES = 128 << 20
 #: At most this many voxels per ``POST /raw`` (on top of the block and byte caps).
 #: DVID v1.0.0 serialises imageblk requests of more than 256³ voxels through one
 #: server-wide mutex (``server.LargeMutationMutex``), so concurrent writers with bigger
-#: boxes queue behind each other. On this 2-core machine a 256³ cap nevertheless
-#: measured no gain: 1.12x vs 1.11x a single ``POST /raw`` for a 512³ uint8
-#: ``to_dvid`` in 8 chunks (interleaved runs), and 0.67x / 0.71x the uncapped speed
-#: for a one-chunk 384³ write (fewer, bigger requests are cheaper; DVID has no spare
-#: cores to run more at once). So the default, 512³, adds no cap beyond 1024 blocks;
-#: set ``max_write_voxels=256**3`` where many writers share a DVID with many cores.
+#: boxes queue behind each other. On a 2-core machine a 256³ cap nevertheless gained
+#: nothing for many-chunk writes and was slower for one-chunk writes (fewer, bigger
+#: requests are cheaper; DVID has no spare cores to run more at once; figures on the
+#: "Performance" page of the docs). So the default, 512³, adds no cap beyond 1024
+#: blocks; set ``max_write_voxels=256**3`` where many writers share a DVID with many
+#: cores.
 DEFAULT_MAX_WRITE_VOXELS = 512**3
 
 _READ_CHOICES = {
@@ -232,8 +229,8 @@ class BlockIO:
         imageblk storage compression (``"lz4"``, ``"gzip"``, ``"jpeg"``, ``"none"``,
         ``"other"``) as :meth:`open` reads it from ``/info``; it decides how "stored"
         payloads decode. jpeg-stored blocks are read "uncompressed" unless
-        ``compression="stored"`` is asked for: then Pillow decodes them here, 1.3-1.8x
-        faster, but up to one grey level away from DVID's own decoding.
+        ``compression="stored"`` is asked for: then Pillow decodes them here, faster,
+        but up to one grey level away from DVID's own decoding.
     max_blocks, max_bytes : int
         Caps per request (blocks, uncompressed bytes); defaults
         :data:`DEFAULT_MAX_BLOCKS`, :data:`DEFAULT_MAX_BYTES`.

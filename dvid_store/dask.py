@@ -9,18 +9,23 @@ each worker using its own connections. :func:`open_dask` returns a
 :class:`~dvid_store.dask_array.DvidArray`, whose ``compute()`` on the local schedulers
 fills one result array in place instead of concatenating chunks (half the peak memory).
 
-Tuning (defaults chosen with ``benchmarks/bench_tuning.py``, 384³ regions, 2 cores,
-loopback DVID; every figure a median with the settings taking turns):
+The numpy-like views of a level that the tasks use (:class:`VolumeReader`,
+:class:`VolumeWriter`, with :func:`block_locks` and :func:`step_one_bounds`) live in
+:mod:`dvid_store.level_io` and can also be imported from here.
+
+Tuning (defaults chosen with ``benchmarks/bench_tuning.py``; a default changed only
+where another setting won in every run; the figures are on the "Performance" page of
+the docs):
 
 * chunk size: ``chunk_bytes=`` of :func:`open_dask`, default
-  :data:`DEFAULT_CHUNK_BYTES` (64 MiB). 16 and 256 MiB were not consistently faster
-  for reads or writes of uint8 or uint64 (ratios 0.7–1.6 to the default, varying
-  from run to run with the machine's load), so the default stays. :func:`to_dvid`
-  keeps the chunks of the array it is given (only rechunking what splits blocks).
+  :data:`DEFAULT_CHUNK_BYTES` (64 MiB). Smaller and bigger chunks were not
+  consistently faster for reads or writes of uint8 or uint64, so the default stays.
+  :func:`to_dvid` keeps the chunks of the array it is given (only rechunking what
+  splits blocks).
 * requests in flight: one per dask worker thread (``dask.config.set(num_workers=n)``);
-  each task sends its chunk's requests one after the other. On 2 cores (shared
-  with DVID) 1, 4 and 8 threads measured 0.5–1.4x dask's default of one thread
-  per core for ``to_dvid``, with no consistent winner, so dask's default stays.
+  each task sends its chunk's requests one after the other. Fewer or more threads
+  than dask's default of one per core had no consistent winner for ``to_dvid``, so
+  dask's default stays.
 * request size: the caps of :class:`~dvid_store.blocks.BlockIO` (blocks and bytes
   per request, voxels per ``POST /raw``; see :mod:`dvid_store.blocks`).
 """
@@ -61,8 +66,9 @@ __all__ = [
 ZYX = tuple[int, int, int]
 
 #: Target size of a default dask chunk (whole blocks, as cubic as the array allows):
-#: 384³ uint8 with 32³ blocks, 192³ uint64 with 64³ blocks. Measured against 16 and
-#: 256 MiB with ``benchmarks/bench_tuning.py``; no size was consistently faster.
+#: 384³ uint8 with 32³ blocks, 192³ uint64 with 64³ blocks. Chosen with
+#: ``benchmarks/bench_tuning.py``: no other size was consistently faster (see the
+#: "Performance" page of the docs).
 DEFAULT_CHUNK_BYTES = 64 << 20
 
 
@@ -147,7 +153,7 @@ def _dask_chunks(chunks: Any, shape: ZYX, dtype: np.dtype, block_shape: ZYX) -> 
             "must fall on a block boundary (use sizes that are multiples of the block size)"
         )
     rounded = tuple(
-        max(b, int(round(max(c) / b)) * b) if c else b for c, b in zip(normal, block_shape)
+        max(b, round(max(c) / b) * b) if c else b for c, b in zip(normal, block_shape)
     )
     warnings.warn(
         f"dask chunks {tuple(max(c) for c in normal)} split DVID blocks of {block_shape}; "

@@ -1,13 +1,13 @@
 """The dask array type of :func:`~dvid_store.open_dask`: one copy, not two, on ``compute()``.
 
 dask's ``compute()`` of a many-chunk array builds every chunk, then copies them all
-into a fresh result (``concatenate3``): the peak is twice the result, and the copy
-costs about as much as reading the labels from DVID (0.35 s of 0.8 s for 512³ uint64
-on this 2-core machine). A :class:`DvidArray` knows where its chunks come from, so on
-the local schedulers (threads, synchronous) ``compute()`` and ``numpy.asarray``
-allocate the result once and let each task decode its blocks straight into it.
-Measured with ``benchmarks/bench_transfers.py``: 2.2-3x faster for 512³ labels,
-peak memory about one result instead of two.
+into a fresh result (``concatenate3``): the peak is twice the result, and for labels
+the copy costs about as much as reading them from DVID. A :class:`DvidArray` knows
+where its chunks come from, so on the local schedulers (threads, synchronous)
+``compute()`` and ``numpy.asarray`` allocate the result once and let each task decode
+its blocks straight into it: faster, and the peak memory is about one result instead
+of two (``benchmarks/bench_transfers.py``; the figures are on the "Performance" page
+of the docs).
 
 Everything else is dask's: operations on a :class:`DvidArray` (arithmetic,
 ``rechunk``, ``map_blocks``, ...) give ordinary dask arrays, ``dask.compute(a, b)``
@@ -76,7 +76,9 @@ class DvidArray(da.Array):
             bounds = step_one_bounds(key, self.shape)
         except IndexError:  # None, fancy or negative-step indices: dask's result as it is
             return result
-        if bounds is None or not isinstance(result, da.Array) or result.shape != tuple(b.stop - b.start for b in bounds):
+        if bounds is None or not isinstance(result, da.Array):
+            return result
+        if result.shape != tuple(b.stop - b.start for b in bounds):
             return result
         return DvidArray.wrap(result, self.reader, [s + b.start for s, b in zip(self.start, bounds)])
 

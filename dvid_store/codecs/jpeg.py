@@ -2,9 +2,10 @@
 
 DVID stores a jpeg-compressed block as one 8-bit grayscale image ``X`` wide and
 ``Y * Z`` rows high (rows ordered z, then y). Reading the stored JPEGs and decoding
-them with Pillow (libjpeg) measured 1.3-1.8x as fast as having DVID send the blocks
-uncompressed, but libjpeg's inverse DCT is not Go's: decoded voxels can differ from
-DVID's own decoding (``GET /raw``) by one grey level.
+them with Pillow (libjpeg) is faster than having DVID send the blocks uncompressed
+(figures on the "Performance" page of the docs), but libjpeg's inverse DCT is not
+Go's: decoded voxels can differ from DVID's own decoding (``GET /raw``) by one grey
+level.
 """
 
 from __future__ import annotations

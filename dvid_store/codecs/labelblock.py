@@ -34,10 +34,10 @@ therefore
   pass);
 * fills in the few split segments with one 64-byte ``put`` each.
 
-On the shared 64^3 fib19/cx samples a block decodes in ~0.38-0.53 ms, 2.1-3.1x
-faster than inflating the same block stored as gzip'd raw uint64; a quarter to a
-half of that time is the one unavoidable 2 MB output pass (see
-``benchmarks/bench_codec.py``).
+On the shared 64^3 fib19/cx samples a block decodes faster than inflating the same
+block stored as gzip'd raw uint64, and a good part of that time is the one
+unavoidable full-size output pass; ``benchmarks/bench_codec.py`` measures it (the
+figures are on the "Performance" page of the docs).
 """
 
 from __future__ import annotations
@@ -75,11 +75,12 @@ MAX_BLOCK_SIZE = 1024
 
 #: gzip level of :func:`encode_gzipped_label_block`. The DVID encoding has already
 #: removed most redundancy, so deflate has little left to find and its effort buys
-#: little: on the four 64^3 samples level 1 takes 0.03-0.3 ms and gives 1.5-7 kB, level
-#: 6 takes 4x as long (0.2-1.1 ms) for 15-20% fewer bytes. Level 1 keeps gzip a small
-#: fraction of the encoder's own time. (DVID returns POSTed bytes verbatim, so the level
-#: also sets later read costs: level-1 streams inflate ~20 us slower per block than
-#: level 6; pass ``level=6`` for data that is written once and read very often.)
+#: little: on the four 64^3 samples level 6 takes several times as long as level 1
+#: for a small saving in bytes. Level 1 keeps gzip a small fraction of the encoder's
+#: own time. (DVID returns POSTed bytes verbatim, so the level also sets later read
+#: costs: level-1 streams inflate a little slower than level 6; pass ``level=6`` for
+#: data that is written once and read very often.) The figures are on the
+#: "Performance" page of the docs.
 DEFAULT_GZIP_LEVEL = 1
 
 _SB_VOXELS = SUBBLOCK_SIZE**3  # 512
@@ -597,7 +598,8 @@ def load_label_block_decoder() -> str:
     """Load the label-block decoder now rather than on the first block; return its name.
 
     With numba installed (``dvid_store[fast]``) the first decode of a process imports
-    numba and loads the compiled kernel, about 0.3 s; call this before timing reads.
+    numba and loads the compiled kernel, which takes a noticeable part of a second;
+    call this before timing reads.
 
     Returns
     -------
@@ -914,8 +916,8 @@ def encode_gzipped_label_block(block: np.ndarray, level: int = DEFAULT_GZIP_LEVE
         The ``(z, y, x)`` label block, as for :func:`encode_label_block`.
     level
         gzip level 0-9. The default 1 (see :data:`DEFAULT_GZIP_LEVEL`) is chosen because
-        the label encoding is already compact: higher levels shrink it by ~20% at 5x the
-        time.
+        the label encoding is already compact: higher levels shrink it a little at
+        several times the time.
 
     Returns
     -------

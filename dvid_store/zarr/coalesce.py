@@ -13,10 +13,9 @@ Knobs: a batch holds at most the store's blocks per request
 128 MiB, i.e. 1024 uint8 32³ blocks or 64 uint64 64³ blocks); the pool that runs the
 batches, and so the number of zarr-path requests in flight per process, has
 :func:`io_threads` threads (``$DVID_STORE_IO_THREADS`` or :func:`set_io_threads`,
-default ``min(16, 4 * cores)``, 8 on 2 cores). ``benchmarks/bench_tuning.py`` (384³,
-2 cores) found no setting consistently faster than these defaults: 16–4096 blocks
-per request measured 0.8–1.0x and 1–16 threads 0.65–1.25x the default, varying from
-run to run with the machine's load.
+default ``min(16, 4 * cores)``, 8 on 2 cores). ``benchmarks/bench_tuning.py`` found
+no setting of either consistently faster than these defaults (the figures are on the
+"Performance" page of the docs).
 """
 
 from __future__ import annotations
