@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 import lz4.block
 import numpy as np
 
+from .client import DvidClient
 from .codecs.jpeg import decode_jpeg_block
 from .codecs.labelblock import decode_gzipped_label_block, encode_gzipped_label_block
 from .datatypes.volume import bytes_into, lz4_into
@@ -80,9 +81,9 @@ from .geometry import (
     split_box,
     xyz_string,
 )
+from .node import Node
 
 if TYPE_CHECKING:
-    from .node import Node
     from .transport import Transport
 
 __all__ = [
@@ -784,15 +785,12 @@ def shared_node(node: Node) -> Node:
     per process and server configuration lets every task of a worker reuse its pooled
     connections. The shared transports close their sessions at interpreter exit.
     """
-    from .client import DvidClient
-    from .node import Node as _Node
-
     transport = node.transport
     with _shared_lock:
         shared = _shared_transports.setdefault(transport, transport)
     if shared is transport:
         return node
-    return _Node(DvidClient.from_transport(shared), node.uuid)
+    return Node(DvidClient.from_transport(shared), node.uuid)
 
 
 
