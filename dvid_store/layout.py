@@ -264,7 +264,6 @@ def discover_layout(
     )
 
 
-
 def level_transform(layout: Layout, level: Level) -> tuple[list[float], list[float]]:
     """OME-Zarr (scale, translation) of a level, (z, y, x), physical units (see the conventions above)."""
     f = level.factor

@@ -44,7 +44,6 @@ class SparsevolSize(NamedTuple):
     box: Box
 
 
-
 class _LabelIndex(_SparseVolumes):
     """The label-index calls of :class:`~dvid_store.datatypes.labels.Labelmap`."""
 

@@ -176,4 +176,3 @@ def metadata_documents(layout: Layout, scale: int | None) -> dict[str, bytes]:
     else:
         docs = {"zarr.json": array_document(layout, layout.level(scale))}
     return {key: json.dumps(doc, indent=2).encode() for key, doc in docs.items()}
-
