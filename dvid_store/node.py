@@ -343,4 +343,7 @@ class Node:
             key, _, value = item.partition("=")
             query.setdefault(key, value)
         full = f"/api/node/{self.uuid}/{path.lstrip('/')}"
-        return self.transport.request(method, full, params=query, data=body).content
+        # Any answer DVID gives is the caller's to read, HTML included (keyvalue values).
+        return self.transport.request(
+            method, full, params=query, data=body, expect_empty=False, allow_html=True
+        ).content

@@ -70,6 +70,7 @@ ADMIN_TOKEN_ENV = "DVID_ADMIN_TOKEN"
 
 _RETRY_STATUSES = frozenset({503, 504})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
 _PIECE = 1 << 20
 
 #: Failures of the wire itself, raised while connecting, sending or reading a body.
@@ -389,7 +390,7 @@ class Transport:
         admin: bool = False,
         timeout: tuple[float, float] | None = None,
         allow_status: tuple[int, ...] = (),
-        expect_empty: bool = False,
+        expect_empty: bool | None = None,
         allow_html: bool = False,
     ) -> Answer:
         """Send one request, with retries, and return its answer, body read in full.
@@ -414,9 +415,12 @@ class Transport:
         allow_status : tuple of int
             Non-2xx statuses returned to the caller instead of raised (e.g. 404 for
             an existence check).
-        expect_empty : bool
-            DVID answers this request with an empty body (most writes): any other
-            2xx answer is not DVID's and raises :class:`UnexpectedAnswerError`.
+        expect_empty : bool, optional
+            DVID answers this request with an empty body: any other 2xx answer is
+            not DVID's and raises :class:`UnexpectedAnswerError`. Default: true for
+            POST, PUT and DELETE (DVID answers its writes with empty bodies, and those
+            that answer with JSON are sent through :meth:`request_json`), false
+            otherwise.
         allow_html : bool
             Accept a 2xx answer that is an HTML page (only for bodies that are user
             data, such as keyvalue values; DVID's API never answers with HTML).
@@ -438,6 +442,9 @@ class Transport:
         def read_all(response: requests.Response, url: str, check: _Checker) -> Answer:
             content = b"".join(check.pieces(response))
             return Answer(response.status_code, response.headers, redact_url(url), content)
+
+        if expect_empty is None:
+            expect_empty = method.upper() in _WRITE_METHODS
 
         return self._exchange(
             method, path, read_all, params=params, data=data, json=json, headers=headers,
@@ -465,7 +472,9 @@ class Transport:
         self,
         method: str,
         path: str,
-        consume: Callable[[Iterator[bytes]], T],
+        consume: Callable[..., T],
+        *,
+        with_head: bool = False,
         **kwargs: Any,
     ) -> T:
         """Send a request and hand its body, piece by piece, to ``consume``.
@@ -474,10 +483,14 @@ class Transport:
         array) and returns the call's result. If the body breaks off, or ``consume``
         raises :class:`MalformedAnswerError` (a body that is short or does not parse),
         a safe request is sent again and ``consume`` is called anew: it must start
-        from scratch on each call. Keyword arguments are those of :meth:`request`.
+        from scratch on each call. With ``with_head=True`` it is called as
+        ``consume(pieces, head)``, ``head`` an :class:`Answer` holding the status and
+        headers (and no content). Other keyword arguments are those of :meth:`request`.
         """
 
         def read_stream(response: requests.Response, url: str, check: _Checker) -> T:
+            if with_head:
+                return consume(check.pieces(response), Answer(response.status_code, response.headers, url, b""))
             return consume(check.pieces(response))
 
         return self._exchange(method, path, read_stream, **kwargs)

@@ -81,6 +81,7 @@ class Journal:
         self.added = 0
         self._lock = threading.Lock()
         self._file: Any = None
+        self._closed = False
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], identity: Mapping[str, Any]) -> Journal:
@@ -151,15 +152,22 @@ class Journal:
         """Record one finished chunk (thread-safe; flushed at once)."""
         line = json.dumps([int(v) for v in start]) + "\n"
         with self._lock:
-            if self._file is None:
-                self._file = self.path.open("a", encoding="utf-8")
-            self._file.write(line)
-            self._file.flush()
+            if self._closed:
+                # A chunk that finished after the transfer failed: record it (a resume
+                # skips it) without leaving a file open behind the closed journal.
+                with self.path.open("a", encoding="utf-8") as late:
+                    late.write(line)
+            else:
+                if self._file is None:
+                    self._file = self.path.open("a", encoding="utf-8")
+                self._file.write(line)
+                self._file.flush()
             self.added += 1
 
     def close(self) -> None:
-        """Close the file (it stays on disk, for a later resume)."""
+        """Close the file (it stays on disk, for a later resume); later chunks are still recorded."""
         with self._lock:
+            self._closed = True
             if self._file is not None:
                 self._file.close()
                 self._file = None

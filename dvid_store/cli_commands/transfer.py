@@ -212,6 +212,7 @@ def transfer(
                 with ProgressBar(out=ctx.err, dt=0.1):
                     sizes = dask.compute(*tasks)
     except KeyboardInterrupt as exc:
+        journal.close()  # kept on disk for the resume
         code = getattr(exc, "exit_code", 130)
         done = len(journal.done) + journal.added
         raise TransferInterrupted(
@@ -220,6 +221,7 @@ def transfer(
             code,
         ) from None
     except Exception as exc:
+        journal.close()  # kept on disk for the resume
         done = len(journal.done) + journal.added
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise TransferError(

@@ -43,6 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from ..errors import DvidInputError, MalformedAnswerError, NotFoundError, UnsupportedError
+from ..transport import Answer
 from . import _protobuf
 from .base import Instance
 
@@ -133,17 +134,26 @@ class KeyValue(Instance):
             return value
         start, stop = _check_range(byte_range)
 
-        def read_range(pieces: Iterator[bytes]) -> tuple[bool, bytes]:
-            head = next(pieces, b"")
-            if len(head) > stop - start:  # the whole value: stop reading, it may be huge
-                return False, b""
-            return True, head + b"".join(pieces)
+        def read_range(pieces: Iterator[bytes], head: Answer) -> bytes | None:
+            if head.status_code != 206:
+                return None  # the whole value (or not DVID's answer): stop reading, it may be huge
+            first, last, _ = _content_range(head.headers.get("Content-Range", ""))
+            if first != start or last > stop - 1:
+                raise MalformedAnswerError(
+                    "GET", "", 206, f"asked for bytes {start}-{stop - 1}, the answer holds {first}-{last}"
+                )
+            body = b"".join(pieces)
+            if len(body) != last - first + 1:
+                raise MalformedAnswerError(
+                    "GET", "", 206, f"the answer holds {len(body)} bytes of the range {first}-{last}"
+                )
+            return body
 
-        ranged, body = self.transport.stream(
-            "GET", self.path("key", key), read_range, headers={"Range": f"bytes={start}-{stop - 1}"},
-            allow_html=True,
+        body = self.transport.stream(
+            "GET", self.path("key", key), read_range, with_head=True,
+            headers={"Range": f"bytes={start}-{stop - 1}"}, allow_html=True,
         )
-        if not ranged:
+        if body is None:
             raise UnsupportedError(
                 f"the DVID server at {self.node.client.url} ignored the byte range for key {key!r} "
                 "(it answered with the whole value: DVID v1.0.0 has no keyvalue byte ranges); "
@@ -391,6 +401,16 @@ def _check_value(key: str, value: object) -> BytesLike:
             "store at least one byte, or delete the key"
         )
     return value
+
+
+def _content_range(text: str) -> tuple[int, int, int | None]:
+    """``(first, last, total)`` of a ``Content-Range: bytes first-last/total`` header."""
+    unit, _, spec = text.strip().partition(" ")
+    span, _, total = spec.partition("/")
+    first, _, last = span.partition("-")
+    if unit != "bytes" or not first.isdigit() or not last.isdigit():
+        raise MalformedAnswerError("GET", "", 206, f"a 206 answer without a usable Content-Range ({text!r})")
+    return int(first), int(last), int(total) if total.isdigit() else None
 
 
 def _check_range(byte_range: object) -> tuple[int, int]:

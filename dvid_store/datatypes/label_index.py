@@ -69,7 +69,7 @@ class _LabelIndex(_SparseVolumes):
         if not ids:
             return np.zeros(0, dtype=np.int64)
         params = self._label_params(0, supervoxels)
-        answer = self.transport.request("GET", self.path("sizes"), params=params, data=json.dumps(ids).encode()).json()
+        answer = self.transport.request_json("GET", self.path("sizes"), params=params, data=json.dumps(ids).encode())
         return np.asarray(answer, dtype=np.int64)
 
     def sparsevol_size(self, label: int, *, supervoxels: bool = False) -> SparsevolSize | None:
@@ -148,7 +148,7 @@ class _LabelIndex(_SparseVolumes):
         ids = _label_list(supervoxels)
         if not ids:
             return np.zeros(0, dtype=np.uint64)
-        answer = self.transport.request("GET", self.path("mapping"), data=json.dumps(ids).encode()).json()
+        answer = self.transport.request_json("GET", self.path("mapping"), data=json.dumps(ids).encode())
         return np.asarray(answer, dtype=np.uint64)
 
     def last_modified(self, label: int) -> dict[str, Any] | None:

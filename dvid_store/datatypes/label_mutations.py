@@ -114,9 +114,9 @@ class _LabelMutations(Instance):
         if not downres:
             params["downres"] = "false"
         self.require_writable("splitting a supervoxel")
-        answer = self.transport.request(
+        answer = self.transport.request_json(
             "POST", self.path("split-supervoxel", str(supervoxel)), params=params, data=body
-        ).json()
+        )
         return SplitSupervoxelResult(
             int(answer["SplitSupervoxel"]), int(answer["RemainSupervoxel"]), int(answer["MutationID"])
         )
@@ -131,7 +131,7 @@ class _LabelMutations(Instance):
         body = _label_id(body)
         payload = encode_rles(_region_runs(region, offset))
         self.require_writable("splitting a body")
-        answer = self.transport.request("POST", self.path("split", str(body)), data=payload).json()
+        answer = self.transport.request_json("POST", self.path("split", str(body)), data=payload)
         return SplitResult(int(answer["label"]), int(answer["MutationID"]))
 
     def mutations(self) -> list[dict[str, Any]]:

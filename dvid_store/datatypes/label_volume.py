@@ -189,7 +189,7 @@ class _LabelVolume(_LabelOptions, VolumeInstance):
         batch = ~negative
         if batch.any():
             body = json.dumps(pts[batch][:, ::-1].tolist()).encode()
-            answer = self.transport.request("GET", self.path("labels"), params=params, data=body).json()
+            answer = self.transport.request_json("GET", self.path("labels"), params=params, data=body)
             out[batch] = np.asarray(answer, dtype=np.uint64)
         if negative.any():
             out[negative] = self._labels_by_raw(pts[negative], scale, supervoxels)

@@ -19,7 +19,7 @@ DVID v1.0.0 behaviours worked around here (checked against the server):
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import lz4.block
@@ -197,25 +197,30 @@ class Labelmap(_LabelMutations, _LabelIndex, _LabelVolume):
         query = {k: v for k, v in params.items() if k in ("scale", "supervoxels")}
         query["blocks"] = ",".join(str(c) for c in reversed(coord))
         query["compression"] = "lz4" if compressed else "uncompressed"
-        body = self.transport.request("GET", self.path("specificblocks"), params=query).content
-        if not body:
+        def consume(pieces: Iterator[bytes]) -> bool:
+            """Decode the one record into ``dest``; False for an empty answer."""
+            body = b"".join(pieces)
+            if not body:
+                return False
+            if len(body) < 16:
+                raise MalformedAnswerError("GET", "", 200, f"a block record of {len(body)} bytes, shorter than its header")
+            x, y, z, size = struct.unpack_from("<iiiI", body)
+            payload = memoryview(body)[16 : 16 + size]
+            if (z, y, x) != tuple(coord) or len(payload) != size or len(body) != 16 + size:
+                raise MalformedAnswerError("GET", "", 200, f"unexpected block record for block {x},{y},{z}")
+            try:
+                raw = lz4.block.decompress(payload, uncompressed_size=dest.nbytes) if compressed else payload
+            except lz4.block.LZ4BlockError as exc:
+                raise MalformedAnswerError("GET", "", 200, f"undecodable block ({exc})") from None
+            if len(raw) != dest.nbytes:
+                raise MalformedAnswerError("GET", "", 200, "block of unexpected size")
+            dest[...] = np.frombuffer(raw, dtype=np.uint64).reshape(dest.shape)
+            return True
+
+        if not self.transport.stream("GET", self.path("specificblocks"), consume, params=query):
             # Absent, or a block stream cut off before its one record: a GET /raw of the
             # block and one voxel more (DVID fails on exactly one absent block) settles it.
             wider = (part[0], (part[1][0], part[1][1], part[1][2] + 1))
             scratch = np.empty(box_shape(wider), np.uint64)
             self._get_raw(wider, scratch, params, compressed=compressed)
             dest[...] = scratch[..., : dest.shape[2]]
-            return
-        header = np.frombuffer(body, dtype="<i4", count=4)
-        size = int(np.uint32(header[3]))
-        payload = memoryview(body)[16 : 16 + size]
-        url = self.transport.url(self.path("specificblocks"))
-        if tuple(int(v) for v in header[:3][::-1]) != tuple(coord) or len(payload) != size:
-            raise MalformedAnswerError("GET", url, 200, "unexpected block record")
-        try:
-            raw = lz4.block.decompress(payload, uncompressed_size=dest.nbytes) if compressed else payload
-        except lz4.block.LZ4BlockError as exc:
-            raise MalformedAnswerError("GET", url, 200, f"undecodable block ({exc})") from None
-        if len(raw) != dest.nbytes:
-            raise MalformedAnswerError("GET", url, 200, "block of unexpected size")
-        dest[...] = np.frombuffer(raw, dtype=np.uint64).reshape(dest.shape)
