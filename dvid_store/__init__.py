@@ -3,8 +3,28 @@
 The public API is re-exported here; see ``__all__``.
 """
 
+from typing import Any
+
 from ._version import __version__
 from .client import DvidClient
+from .datatypes.annotations import Annotations
+from .datatypes.graph import LabelGraph
+from .datatypes.keyvalue import KeyValue
+from .datatypes.labels import (
+    CleaveResult,
+    IndexingTimeoutError,
+    Labelarray,
+    Labelblk,
+    Labelmap,
+    Labelvol,
+    SparsevolSize,
+    SplitResult,
+    SplitSupervoxelResult,
+)
+from .datatypes.roi import Roi, Substack
+from .datatypes.tiles import TileLevel, TileMetadata, Tiles
+from .datatypes.volume import VolumeInstance
+from .datatypes.voxels import RGBA8, Voxels
 from .errors import (
     AuthError,
     BadRequestError,
@@ -25,24 +45,6 @@ from .errors import (
     UnknownNodeError,
     UnsupportedError,
 )
-from .datatypes.annotations import Annotations
-from .datatypes.graph import LabelGraph
-from .datatypes.keyvalue import KeyValue
-from .datatypes.labels import (
-    CleaveResult,
-    IndexingTimeoutError,
-    Labelarray,
-    Labelblk,
-    Labelmap,
-    Labelvol,
-    SparsevolSize,
-    SplitResult,
-    SplitSupervoxelResult,
-)
-from .datatypes.roi import Roi, Substack
-from .datatypes.tiles import TileLevel, TileMetadata, Tiles
-from .datatypes.volume import VolumeInstance
-from .datatypes.voxels import RGBA8, Voxels
 from .node import Node
 from .repo import RepoInfo, VersionInfo
 from .transport import RetryPolicy
@@ -60,7 +62,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
@@ -75,13 +77,14 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "RGBA8",
     "Annotations",
     "AuthError",
     "BadRequestError",
     "CleaveResult",
     "ConcurrentWriteError",
-    "DvidClient",
     "DvidArray",
+    "DvidClient",
     "DvidConnectionError",
     "DvidError",
     "DvidFileSystem",
@@ -100,7 +103,6 @@ __all__ = [
     "MalformedAnswerError",
     "Node",
     "NotFoundError",
-    "RGBA8",
     "RedirectError",
     "RepoInfo",
     "RetryPolicy",
@@ -121,9 +123,9 @@ __all__ = [
     "VersionInfo",
     "VolumeInstance",
     "Voxels",
+    "__version__",
     "create_array",
     "open_dask",
     "open_dataarray",
     "to_dvid",
-    "__version__",
 ]

@@ -691,10 +691,11 @@ class BlockIO:
         self.node.require_writable(f"writing to {self.instance!r}")
         if self.family == "labelmap" and self.scale > 0:
             grid = block_coords_in_box(box, bs)
-            blocks = {}
+            blocks: dict[ZYX, np.ndarray] = {}
             for c in grid:
-                dst, _ = _overlap(box, tuple(int(v) for v in c), bs)
-                blocks[tuple(int(v) for v in c)] = data[dst]
+                coord = (int(c[0]), int(c[1]), int(c[2]))
+                dst, _ = _overlap(box, coord, bs)
+                blocks[coord] = data[dst]
             return self._post_label_blocks(blocks)
         sent = 0
         per_request = self.blocks_per_write * int(np.prod(bs))
@@ -743,7 +744,7 @@ class BlockIO:
     def _post_raw(self, start: ZYX, data: np.ndarray) -> None:
         """``POST /raw`` of a block-aligned, C-contiguous box (the dtype already checked)."""
         path = self._path("raw", "0_1_2", xyz_string(data.shape), xyz_string(start))
-        body: Any = memoryview(np.ascontiguousarray(data, dtype=self.dtype.newbyteorder("<"))).cast("B")
+        body: Any = np.ascontiguousarray(data, dtype=self.dtype.newbyteorder("<")).data.cast("B")
         params: dict[str, Any] = self._params()
         if self.family == "labelmap":
             # Overwrites must go through DVID's mutation path so label indices stay right.
@@ -839,37 +840,37 @@ def block_boxes(coords: Iterable[ZYX], max_blocks: int) -> list[tuple[ZYX, ZYX]]
     runs: dict[tuple[int, int, int], list[int]] = {}  # (z, x0, nx) -> list of y
     for (z, y), xs in by_row.items():
         start = prev = xs[0]
-        for x in [*xs[1:], None]:
-            if x is not None and x == prev + 1 and x - start < max_blocks:
-                prev = x
+        for nxt in [*xs[1:], None]:
+            if nxt is not None and nxt == prev + 1 and nxt - start < max_blocks:
+                prev = nxt
                 continue
             runs.setdefault((z, start, prev - start + 1), []).append(y)
-            if x is not None:
-                start = prev = x
+            if nxt is not None:
+                start = prev = nxt
     # 2. merge consecutive y of equal runs
     slabs: dict[tuple[int, int, int, int], list[int]] = {}  # (y0, ny, x0, nx) -> list of z
     for (z, x0, nx), ys in runs.items():
         ys.sort()
         start = prev = ys[0]
-        for y in [*ys[1:], None]:
-            if y is not None and y == prev + 1 and (y - start + 1) * nx <= max_blocks:
-                prev = y
+        for nxt in [*ys[1:], None]:
+            if nxt is not None and nxt == prev + 1 and (nxt - start + 1) * nx <= max_blocks:
+                prev = nxt
                 continue
             slabs.setdefault((start, prev - start + 1, x0, nx), []).append(z)
-            if y is not None:
-                start = prev = y
+            if nxt is not None:
+                start = prev = nxt
     # 3. merge consecutive z of equal slabs
     boxes: list[tuple[ZYX, ZYX]] = []
     for (y0, ny, x0, nx), zs in slabs.items():
         zs.sort()
         start = prev = zs[0]
-        for z in [*zs[1:], None]:
-            if z is not None and z == prev + 1 and (z - start + 1) * ny * nx <= max_blocks:
-                prev = z
+        for nxt in [*zs[1:], None]:
+            if nxt is not None and nxt == prev + 1 and (nxt - start + 1) * ny * nx <= max_blocks:
+                prev = nxt
                 continue
             boxes.append(((start, y0, x0), (prev - start + 1, ny, nx)))
-            if z is not None:
-                start = prev = z
+            if nxt is not None:
+                start = prev = nxt
     boxes.sort()
     return boxes
 

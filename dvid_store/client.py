@@ -89,15 +89,18 @@ class DvidClient:
 
     def server_info(self) -> dict[str, str]:
         """DVID's server information (version, cores, storage backends, ...)."""
-        return self.transport.get_json("/api/server/info")
+        answer: dict[str, str] = self.transport.get_json("/api/server/info")
+        return answer
 
     def server_types(self) -> dict[str, str]:
         """Datatypes that have at least one instance on the server: name → type URL."""
-        return self.transport.get_json("/api/server/types")
+        answer: dict[str, str] = self.transport.get_json("/api/server/types")
+        return answer
 
     def compiled_types(self) -> dict[str, str]:
         """All datatypes compiled into the server: name → type URL."""
-        return self.transport.get_json("/api/server/compiled-types")
+        answer: dict[str, str] = self.transport.get_json("/api/server/compiled-types")
+        return answer
 
     # ------------------------------------------------------------------ repos
     def repos(self) -> dict[str, RepoInfo]:
@@ -172,7 +175,7 @@ class DvidClient:
             return uuid
         branch = match["branch"]
         # DVID's own ancestry list (leaf first, back to the root) gives ``~N`` its meaning.
-        ancestry = self.transport.get_json(f"/api/repo/{repo.root}/branch-versions/{branch}") or []
+        ancestry: list[str] = self.transport.get_json(f"/api/repo/{repo.root}/branch-versions/{branch}") or []
         back = int(match["back"] or 0)
         if not ancestry:
             known = ", ".join(sorted({v.branch for v in repo.versions.values()}))

@@ -35,7 +35,7 @@ Box = tuple[ZYX, ZYX]
 def as_zyx(value: int | Sequence[int] | np.ndarray, what: str = "point") -> ZYX:
     """Three integers in (z, y, x) order; a single integer is used for all axes."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return (int(value),) * 3  # type: ignore[return-value]
+        return (int(value),) * 3
     raw = np.asarray(value).ravel()
     if raw.size != 3:
         raise DvidInputError(f"{what} needs 3 values in (z, y, x) order, got {raw.tolist()}")

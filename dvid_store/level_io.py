@@ -40,7 +40,8 @@ def _normalise_key(key: Any, shape: ZYX) -> tuple[tuple[slice, ...], tuple[Any, 
     key = key + (slice(None),) * (3 - len(key))
     if len(key) != 3:
         raise IndexError(f"too many indices for a 3-d volume: {key!r}")
-    bounds, after = [], []
+    bounds: list[slice] = []
+    after: list[int | slice] = []
     for k, n in zip(key, shape):
         if isinstance(k, (int, np.integer)):
             i = int(k) + n if k < 0 else int(k)
@@ -105,7 +106,8 @@ class VolumeReader:
         bounds, after = _normalise_key(key, self.shape)
         sizes = [s.stop - s.start for s in bounds]
         if 0 in sizes:
-            return np.empty(sizes, self.dtype)[after]
+            empty: np.ndarray = np.empty(sizes, self.dtype)[after]
+            return empty
         data = self.io.read_box(self._box(bounds))
         return data[after] if any(a != slice(None) for a in after) else data
 
@@ -116,7 +118,7 @@ class VolumeReader:
     def _box(self, region: tuple[slice, ...]) -> Box:
         """The voxel box of array-index slices of step 1."""
         return (
-            tuple(o + s.start for o, s in zip(self.origin, region)),  # type: ignore[return-value]
+            tuple(o + s.start for o, s in zip(self.origin, region)),
             tuple(o + s.stop for o, s in zip(self.origin, region)),
         )
 
@@ -158,7 +160,7 @@ class VolumeWriter:
             value = np.broadcast_to(value, tuple(b - a for a, b in zip(start, stop)))
         if value.size == 0:
             return
-        box: Box = (start, stop)  # type: ignore[assignment]
+        box: Box = (start, stop)
         outer = aligned_box(box, self.io.block_shape)
         if outer == box:
             self.io.write_box(value, start)

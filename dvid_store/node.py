@@ -205,7 +205,8 @@ class Node:
             No instance of that name exists.
         """
         try:
-            return self.transport.get_json(self.path(name, "info"))
+            info: dict[str, Any] = self.transport.get_json(self.path(name, "info"))
+            return info
         except UnknownInstanceError as exc:
             raise UnknownInstanceError(
                 exc.method, exc.url, exc.status,

@@ -29,6 +29,7 @@ transport reads its tokens again from the environment (``DVID_TOKEN``,
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import http.client
 import itertools
@@ -552,7 +553,8 @@ class Transport:
             wire_failure: str | None = None
             try:
                 response = self.session().request(
-                    method, url, params=query, data=data, json=json, headers=headers, stream=True,
+                    # requests sends bytearray and memoryview bodies as they are; its stub lists only bytes.
+                    method, url, params=query, data=data, json=json, headers=headers, stream=True,  # type: ignore[arg-type]
                     allow_redirects=False,
                     timeout=(max(0.01, min(connect_timeout, remaining)), max(0.01, min(read_timeout, remaining))),
                 )
@@ -582,7 +584,8 @@ class Transport:
                 wire_failure = _describe(exc)
                 if check.reading_body:
                     error = MalformedAnswerError(
-                        method, shown, check.status, f"the answer broke off after {check.received} bytes: {wire_failure}"
+                        method, shown, check.status,
+                        f"the answer broke off after {check.received} bytes: {wire_failure}",
                     )
                 retry_why = type(exc).__name__ if idempotent else None
             # Everything below runs outside the except blocks: no exception raised
@@ -677,12 +680,16 @@ class _Checker:
             self.received += len(piece)
             yield piece
         # urllib3 checks declared lengths, but only of bodies that are not content-encoded.
-        if length is not None and length.isdigit() and "Content-Encoding" not in response.headers:
-            if self.received != int(length):
-                raise MalformedAnswerError(
-                    self.method, self.url, self.status,
-                    f"the answer ended after {self.received} of its {length} bytes",
-                )
+        if (
+            length is not None
+            and length.isdigit()
+            and "Content-Encoding" not in response.headers
+            and self.received != int(length)
+        ):
+            raise MalformedAnswerError(
+                self.method, self.url, self.status,
+                f"the answer ended after {self.received} of its {length} bytes",
+            )
         self.reading_body = False
 
 
@@ -707,11 +714,9 @@ class _Guard:
         if self.cancelled or self._sock is None:
             return
         self.expired = True
-        try:
-            # shutdown (not close) wakes a thread blocked in recv on this socket.
+        # shutdown (not close) wakes a thread blocked in recv on this socket.
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def __enter__(self) -> _Guard:
         return self

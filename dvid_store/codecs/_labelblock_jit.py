@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,7 +30,7 @@ AVAILABLE = not os.environ.get("DVID_STORE_NO_JIT") and importlib.util.find_spec
 def _first_bad_subblock(ns: np.ndarray, bits: np.ndarray, values: np.ndarray) -> int:
     """Index of the first sub-block with a code not below its label count, else -1."""
     nv = values.shape[0]
-    pos = 0
+    pos: int | np.int64 = 0  # numba types it int64 throughout
     for sb in range(ns.shape[0]):
         k = np.uint32(ns[sb])
         b = np.uint32(bits[sb])
@@ -50,13 +51,24 @@ def _first_bad_subblock(ns: np.ndarray, bits: np.ndarray, values: np.ndarray) ->
     return -1
 
 
-def _decode(gz, gy, gx, labels, ns, start, idx, bits, values, out):  # noqa: ANN001, ANN202
+def _decode(
+    gz: int,
+    gy: int,
+    gx: int,
+    labels: np.ndarray,
+    ns: np.ndarray,
+    start: np.ndarray,
+    idx: np.ndarray,
+    bits: np.ndarray,
+    values: np.ndarray,
+    out: np.ndarray,
+) -> int:
     bad = _first_bad_subblock(ns, bits, values)
     if bad >= 0:
         return bad
     nv = values.shape[0]
     lut = np.empty(65536, np.uint64)
-    pos = 0
+    pos: int | np.int64 = 0  # numba types it int64 throughout
     sb = 0
     for sz in range(gz):
         for sy in range(gy):
@@ -106,7 +118,7 @@ def _decode(gz, gy, gx, labels, ns, start, idx, bits, values, out):  # noqa: ANN
 
 
 @functools.cache
-def _compiled():  # noqa: ANN202
+def _compiled() -> Callable[..., int]:
     import numba
 
     global _first_bad_subblock  # _decode calls it by this global name

@@ -145,7 +145,7 @@ def _parse(data: bytes | bytearray | memoryview | np.ndarray) -> _Parsed:
         raise LabelBlockError(
             f"label block is only {size} bytes; its header alone needs {_HEADER_BYTES}"
         )
-    gx, gy, gz, n = _HEADER.unpack_from(buf)
+    gx, gy, gz, n = _HEADER.unpack_from(buf.data)
     max_grid = MAX_BLOCK_SIZE // SUBBLOCK_SIZE
     if not (1 <= gx <= max_grid and 1 <= gy <= max_grid and 1 <= gz <= max_grid):
         raise LabelBlockError(
@@ -228,7 +228,7 @@ def label_block_shape(data: bytes | bytearray | memoryview | np.ndarray) -> tupl
         raise LabelBlockError(
             f"label block is only {buf.size} bytes; its header alone needs {_HEADER_BYTES}"
         )
-    gx, gy, gz, _ = _HEADER.unpack_from(buf)
+    gx, gy, gz, _ = _HEADER.unpack_from(buf.data)
     return (gz * SUBBLOCK_SIZE, gy * SUBBLOCK_SIZE, gx * SUBBLOCK_SIZE)
 
 
@@ -392,6 +392,7 @@ def _check_codes(
         rows = rows.take(short, axis=0)
         full = None if full is None else full.take(short, axis=0)
     limit = counts.take(short)[:, None]
+    bad: np.ndarray
     if full is not None:
         bad = full >= limit
     elif bits == 2:
@@ -402,7 +403,7 @@ def _check_codes(
     else:  # 8 bits: the bytes are the codes
         bad = rows >= limit
     if bad.any():
-        i = int(short[bad.any(axis=1).nonzero()[0][0]])
+        i = int(short[np.nonzero(bad.any(axis=1))[0][0]])
         raise LabelBlockError(
             f"sub-block {int(sel[i])} lists {int(counts[i])} labels but has voxel codes "
             f"beyond them"
@@ -860,9 +861,9 @@ def _gunzip(data: bytes | bytearray | memoryview | np.ndarray) -> bytes:
     joined.
     """
     if isinstance(data, np.ndarray):
-        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
     parts: list[bytes] = []
-    rest: bytes | bytearray | memoryview | np.ndarray = data
+    rest: bytes | bytearray | memoryview = data
     while True:
         inflater = zlib.decompressobj(31)
         try:

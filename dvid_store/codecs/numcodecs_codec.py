@@ -29,7 +29,8 @@ from .labelblock import (
 __all__ = ["DvidLabelBlockCodec"]
 
 
-class DvidLabelBlockCodec(Codec):
+# numcodecs ships no type information (no py.typed), so mypy sees Codec as Any.
+class DvidLabelBlockCodec(Codec):  # type: ignore[misc]
     """Encode ``uint64`` label chunks as DVID compressed label blocks.
 
     Parameters
@@ -87,7 +88,7 @@ class DvidLabelBlockCodec(Codec):
             return np.asarray(arr).reshape(self.block_shape)
         if arr.nbytes == 8 * n:
             # Raw little-endian uint64 voxels handed over as bytes.
-            raw = ensure_contiguous_ndarray(arr).view("<u8")
+            raw: np.ndarray = ensure_contiguous_ndarray(arr).view("<u8")
             return raw.reshape(self.block_shape)
         raise ValueError(
             f"cannot encode a chunk of {arr.size} {arr.dtype} values as a DVID label block "
@@ -113,11 +114,16 @@ class DvidLabelBlockCodec(Codec):
             )
         if out is None:
             return decode_label_block(raw)
-        if isinstance(out, np.ndarray) and out.dtype == np.uint64:
-            if out.size == int(np.prod(shape)) and out.flags.c_contiguous:
-                decode_label_block(raw, out=out.reshape(shape))
-                return out
-        return ndarray_copy(decode_label_block(raw), out)
+        if (
+            isinstance(out, np.ndarray)
+            and out.dtype == np.uint64
+            and out.size == int(np.prod(shape))
+            and out.flags.c_contiguous
+        ):
+            decode_label_block(raw, out=out.reshape(shape))
+            return out
+        copied: np.ndarray = ndarray_copy(decode_label_block(raw), out)
+        return copied
 
 
 register_codec(DvidLabelBlockCodec)

@@ -275,7 +275,8 @@ def _filter(rows: np.ndarray, kinds: np.ndarray, bpp: int) -> np.ndarray:
     paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
     kind = kinds[:, None]
     pred = np.select([kind == 1, kind == 2, kind == 3, kind == 4], [a, b, (a + b) >> 1, paeth], 0)
-    return ((x - pred) & 0xFF).astype(np.uint8)
+    filtered: np.ndarray = ((x - pred) & 0xFF).astype(np.uint8)
+    return filtered
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

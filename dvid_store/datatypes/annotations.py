@@ -25,7 +25,7 @@ What the v1.0.0 server really does (checked against it by the tests)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -229,7 +229,7 @@ class _not_found_as_404:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if isinstance(exc, BadRequestError) and "did not find" in exc.message.lower():
             raise NotFoundError(exc.method, exc.url, exc.status, f"{self.message} ({exc.message})") from None
         return False

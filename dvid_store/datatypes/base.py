@@ -77,7 +77,8 @@ class Instance:
 
     @property
     def typename(self) -> str:
-        return self.info["Base"]["TypeName"]
+        name: str = self.info["Base"]["TypeName"]
+        return name
 
     @property
     def versioned(self) -> bool:
@@ -96,7 +97,7 @@ class Instance:
         return f"{type(self).__name__}({self.name!r}, node={self.node.uuid[:8]!r}, server={self.node.client.url!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.node == self.node and other.name == self.name  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.node == self.node and other.name == self.name
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.node, self.name))

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from ..errors import DvidInputError, MalformedAnswerError, NotFoundError, UnsupportedError
 from ..transport import Answer
@@ -415,8 +415,8 @@ def _content_range(text: str) -> tuple[int, int, int | None]:
 
 def _check_range(byte_range: object) -> tuple[int, int]:
     try:
-        start, stop = byte_range  # type: ignore[misc]
-        start, stop = int(start), int(stop)
+        first, last = cast(Any, byte_range)  # anything else fails here or in int()
+        start, stop = int(first), int(last)
     except (TypeError, ValueError):
         raise DvidInputError(f"byte_range must be (start, stop) integers, got {byte_range!r}") from None
     if start < 0 or stop <= start:

@@ -203,7 +203,9 @@ class Labelmap(_LabelMutations, _LabelIndex, _LabelVolume):
             if not body:
                 return False
             if len(body) < 16:
-                raise MalformedAnswerError("GET", "", 200, f"a block record of {len(body)} bytes, shorter than its header")
+                raise MalformedAnswerError(
+                    "GET", "", 200, f"a block record of {len(body)} bytes, shorter than its header"
+                )
             x, y, z, size = struct.unpack_from("<iiiI", body)
             payload = memoryview(body)[16 : 16 + size]
             if (z, y, x) != tuple(coord) or len(payload) != size or len(body) != 16 + size:

@@ -223,7 +223,7 @@ class Roi(Instance):
         if arr.size == 0:
             coords = np.zeros((0, 3), dtype=np.int32)
         else:
-            astart, astop = aligned_box((start, stop), block)  # type: ignore[arg-type]
+            astart, astop = aligned_box((start, stop), block)
             grid = np.zeros(box_shape((astart, astop)), dtype=bool)
             grid[tuple(slice(a - b, c - b) for a, c, b in zip(start, stop, astart))] = arr != 0
             nz, ny, nx = (n // b for n, b in zip(grid.shape, block))
@@ -272,7 +272,8 @@ def _as_points(points: object, what: str = "points") -> np.ndarray:
         return np.zeros((0, 3), dtype=np.int64)
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise DvidInputError(f"{what} must be an (N, 3) array in (z, y, x) order, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+    if not np.issubdtype(arr.dtype, np.integer) and (
+        not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))
+    ):
             raise DvidInputError(f"{what} must be integers, got {arr.dtype} values that are not whole numbers")
     return arr.astype(np.int64)

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ..errors import DvidInputError
-from ..geometry import Box, as_box, as_zyx
+from ..geometry import ZYX, Box, as_box, as_zyx
 from .base import Instance
 from .label_volume import _label_id, _LabelOptions
 from .sparsevol import (
@@ -46,6 +46,11 @@ class _SparseVolumes(_LabelOptions, Instance):
 
     #: DVID's run-length writer for this type crashes on negative coordinates.
     _rles_fail_below_zero: ClassVar[bool] = False
+
+    if TYPE_CHECKING:
+        # Every concrete class (labelarray, labelvol) defines it.
+        @property
+        def block_shape(self) -> ZYX: ...
 
     def body_exists(self, label: int, *, supervoxels: bool = False) -> bool:
         """Whether ``label`` has any voxel (``HEAD /sparsevol``; libdvid's ``body_exists``).

@@ -150,7 +150,7 @@ class TileMetadata:
             raise DvidInputError(f"num_levels must be >= 1, got {num_levels}")
         res = (float(resolution),) * 3 if isinstance(resolution, (int, float)) else tuple(float(v) for v in resolution)
         size = as_zyx(tile_size, "tile_size")
-        levels = {s: TileLevel(tuple(r * 2**s for r in res), size) for s in range(num_levels)}  # type: ignore[arg-type]
+        levels = {s: TileLevel(tuple(r * 2**s for r in res), size) for s in range(num_levels)}
         return cls(levels, as_zyx(min_tile_coord), as_zyx(max_tile_coord))
 
     def tile_shape(self, plane: str, scale: int) -> tuple[int, int]:

@@ -42,8 +42,8 @@ import numpy as np
 
 from ..errors import DvidInputError, MalformedAnswerError, ServerBusyError
 from ..geometry import (
-    Box,
     ZYX,
+    Box,
     aligned_box,
     as_box,
     as_zyx,
@@ -143,7 +143,9 @@ class VolumeInstance(Instance):
         try:
             return np.dtype(_DVID_DTYPES[name])
         except KeyError:
-            raise DvidInputError(f"instance {self.name!r} stores {name!r} voxels, which dvid_store cannot map to numpy") from None
+            raise DvidInputError(
+                f"instance {self.name!r} stores {name!r} voxels, which dvid_store cannot map to numpy"
+            ) from None
 
     @property
     def block_shape(self) -> ZYX:
@@ -420,7 +422,7 @@ class VolumeInstance(Instance):
     ) -> None:
         """``POST /raw/0_1_2/<size>/<offset>`` of one part."""
         contiguous = np.ascontiguousarray(data)
-        body: bytes | memoryview = memoryview(contiguous.reshape(-1).view(np.uint8))
+        body: bytes | memoryview = contiguous.reshape(-1).view(np.uint8).data
         if compressed:
             body = lz4.block.compress(body, store_size=False)
         post_retrying_busy(self.transport, self._raw_path(part), body, params, idempotent=idempotent)
@@ -429,7 +431,7 @@ class VolumeInstance(Instance):
         """Validate a write before anything is sent; return the array and its box."""
         arr = coerce_array(array, dtype or self.dtype, self.name, self.ndim, self.channel_shape)
         start = as_zyx(offset, "offset")
-        box: Box = (start, tuple(s + n for s, n in zip(start, arr.shape[:3])))  # type: ignore[assignment]
+        box: Box = (start, tuple(s + n for s, n in zip(start, arr.shape[:3])))
         _check_int32(box)
         block = self.block_shape
         if not is_aligned(box, block):
@@ -445,7 +447,9 @@ class VolumeInstance(Instance):
 # ---------------------------------------------------------------------- helpers
 def _check_int32(box: Box) -> None:
     if min(box[0]) < -(2**31) or max(box[1]) > 2**31:
-        raise DvidInputError(f"DVID coordinates are 32-bit signed integers; the box {box[0]}–{box[1]} leaves that range")
+        raise DvidInputError(
+            f"DVID coordinates are 32-bit signed integers; the box {box[0]}–{box[1]} leaves that range"
+        )
 
 
 def _kept(shape: tuple[int, ...], dropped: frozenset[int]) -> tuple[int, ...]:
@@ -620,7 +624,7 @@ def _run_parts(
         futures = [pool.submit(run, part, array) for part, array in tasks]
         wait(futures, return_when=FIRST_EXCEPTION)
         stop.set()
-    errors = [f.exception() for f in futures if f.exception() is not None]
+    errors = [err for f in futures if (err := f.exception()) is not None]
     if errors:
         first = errors[0]
         _annotate(first, writing, finished, [p for p, _ in tasks])

@@ -81,7 +81,7 @@ class Voxels(VolumeInstance):
 
     # ---------------------------------------------------------------- create
     @classmethod
-    def create(  # type: ignore[override]
+    def create(
         cls,
         node: Node,
         name: str,
@@ -257,7 +257,10 @@ class Voxels(VolumeInstance):
             self._get_raw(part, dest, {k: v for k, v in params.items() if k != "compression"}, compressed=False)
 
     def _stored_format(self) -> str | None:
-        """How ``/subvolblocks`` sends this instance's blocks unasked: "lz4", "gzip", "none" or None (ask uncompressed)."""
+        """How ``/subvolblocks`` sends this instance's blocks unasked.
+
+        "lz4", "gzip", "none", or None (ask uncompressed).
+        """
         text = str(self.info["Base"].get("Compression", "")).lower()
         if text.startswith("lz4"):
             return "lz4"
@@ -342,7 +345,7 @@ def _three(value: Any, what: str) -> tuple[Any, Any, Any]:
     items = tuple(value)
     if len(items) != 3:
         raise DvidInputError(f"{what} needs 3 values in (z, y, x) order, got {items}")
-    return items  # type: ignore[return-value]
+    return items
 
 
 def _decode_block(payload: memoryview, stored: str | None, nbytes: int) -> bytes | memoryview:
