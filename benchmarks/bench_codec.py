@@ -40,14 +40,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dvid_store.testing.samples import SAMPLE_VOLUMES, sample_volume  # noqa: E402
-from dvid_store.codecs import (  # noqa: E402
+from dvid_store.codecs import (
     DEFAULT_GZIP_LEVEL,
     decode_gzipped_label_block,
     decode_label_block,
     encode_gzipped_label_block,
     encode_label_block,
 )
+from dvid_store.testing.samples import SAMPLE_VOLUMES, sample_volume
 
 CASES = (
     "baseline",

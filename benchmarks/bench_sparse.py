@@ -36,21 +36,24 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-import dask  # noqa: E402
+import dask
+import dask.array as da
+from harness import Table, grayscale_volume, raw_url, segmentation_volume, stream_into, timed
 
-import dvid_store  # noqa: E402
-from dvid_store.blocks import BlockIO  # noqa: E402
-from dvid_store.create import create_array  # noqa: E402
-from dvid_store.dask import open_dask  # noqa: E402
-from dvid_store.testing import DvidServer, FaultProxy  # noqa: E402
-from harness import Table, grayscale_volume, raw_url, segmentation_volume, stream_into, timed  # noqa: E402
+import dvid_store
+from dvid_store.blocks import BlockIO
+from dvid_store.create import create_array
+from dvid_store.dask import open_dask
+from dvid_store.testing import DvidServer, FaultProxy
 
 
 @contextmanager
 def trusting_streams() -> Iterator[None]:
     """Blocks missing from a stream read as absent without confirmation (unsafe; for comparison)."""
     original = BlockIO._confirm_absent
-    def assume_absent(self: BlockIO, coords: list[tuple[int, int, int]]) -> Iterator[tuple[tuple[int, int, int], np.ndarray]]:
+    def assume_absent(
+        self: BlockIO, coords: list[tuple[int, int, int]]
+    ) -> Iterator[tuple[tuple[int, int, int], np.ndarray]]:
         zeros = np.zeros(self.block_shape, self.dtype)
         return ((c, zeros) for c in coords)
 
@@ -92,12 +95,12 @@ def bench(table: Table, server: DvidServer, proxy: FaultProxy, kind: str, size: 
         group = f"{kind} {int(fraction * 100)}% +{latency * 1000:.0f}ms"
         out = np.empty(shape, data.dtype)
         url = raw_url(proxy.url, direct.uuid, name, shape, (0, 0, 0))
-        table.add(group, "GET /raw (baseline)", timed(lambda: stream_into(url, out), repeats), data.nbytes,
-                  "GET /raw (baseline)")
+        table.add(group, "GET /raw (baseline)", timed(lambda url=url, out=out: stream_into(url, out), repeats),
+                  data.nbytes, "GET /raw (baseline)")
         np.testing.assert_array_equal(out, data)
         array = open_dask(through_proxy, name, supervoxels=kind != "uint8")
 
-        def read() -> None:
+        def read(array: da.Array = array, data: np.ndarray = data) -> None:
             np.testing.assert_array_equal(array.compute(), data)
 
         proxy.clear(log=True)

@@ -33,12 +33,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-import dask  # noqa: E402
-
-import dvid_store  # noqa: E402
-from dvid_store.dask import open_dask, to_dvid  # noqa: E402
-from dvid_store.testing import DvidServer  # noqa: E402
-from harness import (  # noqa: E402
+import dask
+from harness import (
     Table,
     grayscale_volume,
     peak_memory_of,
@@ -47,6 +43,10 @@ from harness import (  # noqa: E402
     stream_into,
     timed,
 )
+
+import dvid_store
+from dvid_store.dask import open_dask, to_dvid
+from dvid_store.testing import DvidServer
 
 
 def post_raw(url: str, data: np.ndarray, params: dict[str, str] | None = None) -> None:

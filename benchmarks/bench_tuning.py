@@ -38,17 +38,17 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-import dask  # noqa: E402
-import dask.array as da  # noqa: E402
-import zarr  # noqa: E402
+import dask
+import dask.array as da
+import zarr
+from harness import grayscale_volume, segmentation_volume
 
-import dvid_store  # noqa: E402
-import dvid_store.blocks as blocks  # noqa: E402
-import dvid_store.dask as dvid_dask  # noqa: E402
-from dvid_store.dask import default_chunks, open_dask, to_dvid  # noqa: E402
-from dvid_store.testing import DvidServer  # noqa: E402
-from dvid_store.zarr import coalesce  # noqa: E402
-from harness import grayscale_volume, segmentation_volume  # noqa: E402
+import dvid_store
+import dvid_store.blocks as blocks
+import dvid_store.dask as dvid_dask
+from dvid_store.dask import default_chunks, open_dask, to_dvid
+from dvid_store.testing import DvidServer
+from dvid_store.zarr import coalesce
 
 MiB = 1 << 20
 

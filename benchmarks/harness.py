@@ -23,7 +23,6 @@ import requests
 from dvid_store.testing.samples import SAMPLE_VOLUMES, sample_volume
 
 
-
 @dataclass
 class Result:
     """One measured figure and its ratio to the baseline of its group."""
@@ -114,7 +113,7 @@ def segmentation_volume(shape: tuple[int, int, int]) -> np.ndarray:
         for by in range(grid[1]):
             for bx in range(grid[2]):
                 block = blocks[index % len(blocks)]
-                labels, inverse = np.unique(block, return_inverse=True)
+                _, inverse = np.unique(block, return_inverse=True)
                 relabelled = (inverse.reshape(block.shape) + 1 + index * 10_000).astype(np.uint64)
                 out[bz * 64 : (bz + 1) * 64, by * 64 : (by + 1) * 64, bx * 64 : (bx + 1) * 64] = relabelled
                 index += 1

@@ -297,7 +297,8 @@ def _lazy(module: str, name: str) -> Callable[..., int]:
     def run(ctx: Any, args: argparse.Namespace) -> int:
         from importlib import import_module
 
-        return getattr(import_module(f".cli_commands.{module}", __package__), name)(ctx, args)
+        command: Callable[..., int] = getattr(import_module(f".cli_commands.{module}", __package__), name)
+        return command(ctx, args)
 
     return run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -26,7 +26,8 @@ def _as_box(shape_or_box: Sequence[int] | Sequence[Sequence[int]] | np.ndarray, 
         if offset is not None:
             raise DvidInputError("give either a box ((z0, y0, x0), (z1, y1, x1)) or a shape with offset=, not both")
         return as_box(arr)
-    shape = as_zyx(shape_or_box, "shape")
+    # not a (2, 3) box, so a shape; as_zyx refuses anything else
+    shape = as_zyx(cast("Sequence[int] | np.ndarray", shape_or_box), "shape")
     start = as_zyx(offset if offset is not None else (0, 0, 0), "offset")
     return as_box((start, tuple(a + n for a, n in zip(start, shape))))
 
@@ -156,7 +157,7 @@ def create_array(
                 tuple(a // factor for a in box[0]),
                 tuple(-((-b) // factor) for b in box[1]),
             )
-            _post_extents(node, instance, level_box)  # type: ignore[arg-type]
+            _post_extents(node, instance, level_box)
     store = DvidStore(node, name, scale=0)
     return zarr.open_array(store, mode="r+")
 

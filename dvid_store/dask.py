@@ -116,7 +116,7 @@ def default_chunks(
     """
     grid = [max(1, math.ceil(n / b)) for n, b in zip(shape, block_shape)]
     block_bytes = int(np.prod(block_shape)) * itemsize
-    best = (1, 1, 1)
+    best: tuple[int, ...] = (1, 1, 1)
     k = 1
     while True:
         counts = tuple(min(g, k) for g in grid)
@@ -143,7 +143,7 @@ def _dask_chunks(chunks: Any, shape: ZYX, dtype: np.dtype, block_shape: ZYX) -> 
     """Normalise requested chunks; sizes that split blocks are rounded (with a warning)."""
     from dask.array.core import normalize_chunks
 
-    normal = normalize_chunks(chunks, shape, dtype=dtype, previous_chunks=block_shape)
+    normal: tuple[tuple[int, ...], ...] = normalize_chunks(chunks, shape, dtype=dtype, previous_chunks=block_shape)
     if _aligned(normal, (0, 0, 0), block_shape):
         return normal
     explicit = isinstance(chunks, (tuple, list)) and any(isinstance(c, (tuple, list)) for c in chunks)
@@ -161,7 +161,8 @@ def _dask_chunks(chunks: Any, shape: ZYX, dtype: np.dtype, block_shape: ZYX) -> 
         UserWarning,
         stacklevel=3,
     )
-    return normalize_chunks(rounded, shape, dtype=dtype)
+    rounded_chunks: tuple[tuple[int, ...], ...] = normalize_chunks(rounded, shape, dtype=dtype)
+    return rounded_chunks
 
 
 def open_dask(
@@ -296,8 +297,8 @@ def to_dvid(
     and written back under a lock (see :class:`VolumeWriter`). The values written
     into a labelmap are stored as supervoxel ids. An empty array writes nothing.
     """
-    import dask
     import dask.array as da
+    from dask.delayed import delayed
 
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
     layout = discover_layout(node, instance)
@@ -324,7 +325,7 @@ def to_dvid(
     start = as_zyx(offset if offset is not None else level.origin, "offset")
     _check_int32_box((start, tuple(a + int(n) for a, n in zip(start, array.shape))))
     if array.size == 0:
-        return None if compute else dask.delayed(None)
+        return None if compute else delayed(None)
     if not _aligned(array.chunks, start, level.block_shape):
         array = array.rechunk(_write_chunks(array.chunks, start, level.block_shape))
     writer = VolumeWriter(io, start, array.shape)
@@ -332,10 +333,10 @@ def to_dvid(
     regions = list(_chunk_regions(array.chunks))
     pieces = array.to_delayed().ravel()
     tasks = [
-        dask.delayed(_write_chunk, pure=False)(writer, region, piece, token)
+        delayed(_write_chunk, pure=False)(writer, region, piece, token)
         for region, piece in zip(regions, pieces)
     ]
-    summary = dask.delayed(_summarise_write, pure=False)(tasks, instance, token)
+    summary = delayed(_summarise_write, pure=False)(tasks, instance, token)
     return summary.compute() if compute else summary
 
 
@@ -354,7 +355,7 @@ def _chunk_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[slice,
 
 def _write_chunk(writer: VolumeWriter, region: tuple[slice, ...], data: np.ndarray, token: str) -> _Outcome:
     box: Box = (
-        tuple(o + r.start for o, r in zip(writer.origin, region)),  # type: ignore[assignment]
+        tuple(o + r.start for o, r in zip(writer.origin, region)),
         tuple(o + r.stop for o, r in zip(writer.origin, region)),
     )
     if token in _failed_writes or _cluster_flag(token, set_it=False):

@@ -52,7 +52,7 @@ from .zarr.store import DvidStore
 __all__ = ["DvidFileSystem", "DvidURL", "parse_url"]
 
 
-class DvidFileSystem(AsyncFileSystem):
+class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no type hints: AsyncFileSystem is Any
     """fsspec filesystem for ``dvid://`` URLs (asynchronous; zarr uses it directly).
 
     Parameters

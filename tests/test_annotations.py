@@ -122,7 +122,7 @@ def test_by_label_with_a_labelmap_sync(labelled: np.ndarray, synapses: Annotatio
     for label, points in expected.items():
         if label == 0:
             continue
-        got = wait_until(lambda: synapses.for_label(label), f"elements of label {label}")
+        got = wait_until(lambda label=label: synapses.for_label(label), f"elements of label {label}")
         assert sorted(by_position(got)) == sorted(points)
     rels = by_position(synapses.for_label(7, relationships=True))
     assert rels[(5, 5, 40)]["Rels"] == [{"Rel": "PreSynTo", "To": [5, 40, 5]}]

@@ -202,7 +202,7 @@ def test_ls_lists_repos_instances_levels_and_keys(source: Source, env: dict[str,
 def test_export_writes_an_ome_zarr_group_of_the_box(source: Source, env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "gray.zarr"
     box = ((-20, 8, 40), (50, 100, 150))
-    result = run(env, "export", source.url("gray"), f"--box=-20,8,40:50,100,150", str(out), "-j", "2")
+    result = run(env, "export", source.url("gray"), "--box=-20,8,40:50,100,150", str(out), "-j", "2")
     assert "exported" in result.stdout and "MB/s" in result.stdout
     group = zarr.open_group(str(out), mode="r")
     array = group["0"]

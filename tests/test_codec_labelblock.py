@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from dvid_store.codecs import (
     DvidLabelBlockCodec,
     LabelBlockError,
+    _labelblock_jit,
     decode_gzipped_label_block,
     decode_label_block,
     encode_gzipped_label_block,
@@ -28,8 +29,6 @@ from dvid_store.codecs import (
     label_block_labels,
     label_block_shape,
 )
-
-from dvid_store.codecs import _labelblock_jit
 from dvid_store.testing.samples import SAMPLE_VOLUMES, sample_path, sample_volume
 
 

@@ -199,7 +199,9 @@ def test_dvid_client_through_the_fixture(dvid_fault_proxy: FaultProxy, dvid_serv
 def test_expect_continue_and_http_1_0(dvid_fault_proxy: FaultProxy, dvid_server: DvidServer, kv_base: str) -> None:
     host, port = dvid_fault_proxy.address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"POST {kv_base}/key/e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode())
+        sock.sendall(
+            f"POST {kv_base}/key/e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"hello")
         assert sock.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")

@@ -117,7 +117,7 @@ def test_tasks_of_one_process_merging_shared_blocks_lose_nothing(dvid_node: Node
         boxes = [(0, 40), (40, 80)] if trial % 2 == 0 else [(40, 80), (0, 40)]
         value = {b: 10 * trial + i + 1 for i, b in enumerate(boxes)}
 
-        def write(box: tuple[int, int], node: Node = node) -> None:
+        def write(box: tuple[int, int], node: Node = node, value: dict[tuple[int, int], int] = value) -> None:
             with dask.config.set(scheduler="sync"):
                 to_dvid(np.full((32, 32, box[1] - box[0]), value[box], np.uint8), node, "gray", offset=(0, 0, box[0]))
 
@@ -196,7 +196,7 @@ def test_redirects_are_errors_that_name_the_location(dvid_node: Node, dvid_fault
     node = _proxied(dvid_fault_proxy, dvid_node)
     for status in (301, 302, 307):
         dvid_fault_proxy.inject("redirect", status=status, location="http://elsewhere.example/api", methods={"POST"})
-        with pytest.raises(RedirectError, match="elsewhere.example"):
+        with pytest.raises(RedirectError, match=r"elsewhere\.example"):
             node.keyvalue("kv").put("k", b"value")
     assert "k" not in dvid_node.keyvalue("kv")
 
@@ -338,7 +338,9 @@ def test_errors_are_typed_and_pickle_with_their_notes(dvid_node: Node, dvid_faul
     assert isinstance(pickle.loads(pickle.dumps(down.value)), DvidConnectionError)
 
 
-def test_throttle_reaches_the_wire_on_every_front_end(dvid_server, dvid_node: Node, dvid_fault_proxy: FaultProxy) -> None:
+def test_throttle_reaches_the_wire_on_every_front_end(
+    dvid_server, dvid_node: Node, dvid_fault_proxy: FaultProxy
+) -> None:
     """open_dask, to_dvid, DvidStore and dvid:// URLs send DVID's throttle=true when asked."""
     data = _gray(dvid_node, shape=(32, 32, 64))
     node = _proxied(dvid_fault_proxy, dvid_node)

@@ -134,7 +134,7 @@ def test_awkward_keys_round_trip_exactly(dvid_node: Node, kv: KeyValue) -> None:
 
 def test_random_keys_round_trip_in_batches(kv: KeyValue) -> None:
     keys = random_keys(300, seed=7)
-    values = {k: f"value of {k}".encode("utf-8") for k in keys}
+    values = {k: f"value of {k}".encode() for k in keys}
     kv.put_many(values)
     assert kv.keys() == utf8_sorted(keys)
     assert kv.get_many(keys) == values

@@ -74,7 +74,9 @@ def test_round_trip_at_signed_coordinates(dvid_node, compress: bool) -> None:
     offset = (-64, 0, -128)
     written(seg, volume, offset, compress=compress)
     np.testing.assert_array_equal(seg.read(box_of(offset, volume), compress=compress), volume)
-    np.testing.assert_array_equal(seg.read(((-60, 3, -100), (-1, 127, -1)), compress=compress), volume[4:63, 3:127, 28:127])
+    np.testing.assert_array_equal(
+        seg.read(((-60, 3, -100), (-1, 127, -1)), compress=compress), volume[4:63, 3:127, 28:127]
+    )
     assert seg.extents == box_of(offset, volume)
 
 
@@ -273,7 +275,9 @@ def test_bodies_and_supervoxels_after_merge(three_bodies) -> None:
     np.testing.assert_array_equal(seg.labels_at(pts), [1, 1, 3])
     np.testing.assert_array_equal(seg.labels_at(pts, supervoxels=True), [1, 2, 3])
     assert seg.label_at((-1, 127, 0), supervoxels=True) == 2
-    np.testing.assert_array_equal(seg.sparsevol(2, format="coords", supervoxels=True), np.argwhere(volume == 2) + offset)
+    np.testing.assert_array_equal(
+        seg.sparsevol(2, format="coords", supervoxels=True), np.argwhere(volume == 2) + offset
+    )
     log = seg.mutations()
     assert [m["MutationID"] for m in log if m["Action"] == "merge-complete"] == [mutation]
     merge = next(m for m in log if m["Action"] == "merge-complete")

@@ -40,7 +40,7 @@ def test_good_names_pass_unchanged(name: str) -> None:
 
 @pytest.mark.parametrize("name,what", sorted(BAD.items()))
 def test_bad_names_say_what_is_wrong_and_what_is_allowed(name: str, what: str) -> None:
-    with pytest.raises(DvidInputError, match="ASCII letters, digits, '_', '-' and '.'") as info:
+    with pytest.raises(DvidInputError, match=r"ASCII letters, digits, '_', '-' and '\.'") as info:
         check_instance_name(name)
     assert what in str(info.value) or what.encode().decode("unicode_escape") in str(info.value)
 

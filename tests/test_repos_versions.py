@@ -163,7 +163,9 @@ def test_custom_request_with_lz4_body(dvid_node: Node) -> None:
     dvid_node.custom_request("seg/raw/0_1_2/64_64_64/0_0_0", labels.tobytes(), method="POST", compress=True)
     raw = dvid_node.custom_request("/seg/raw/0_1_2/64_64_64/0_0_0?supervoxels=true")
     np.testing.assert_array_equal(np.frombuffer(raw, np.uint64).reshape(labels.shape), labels)
-    lz4_body = dvid_node.custom_request("seg/raw/0_1_2/64_64_64/0_0_0", params={"compression": "lz4", "supervoxels": "true"})
+    lz4_body = dvid_node.custom_request(
+        "seg/raw/0_1_2/64_64_64/0_0_0", params={"compression": "lz4", "supervoxels": "true"}
+    )
     decoded = np.frombuffer(lz4.block.decompress(lz4_body, uncompressed_size=labels.nbytes), np.uint64)
     np.testing.assert_array_equal(decoded.reshape(labels.shape), labels)
     assert dvid_node.custom_request("seg/info").startswith(b"{")

@@ -41,7 +41,7 @@ def test_start_answers_and_stop_leaves_nothing_behind() -> None:
     assert not _process_alive(pid)
     assert not directory.exists()
     with pytest.raises(DvidServerError, match="not running"):
-        server.url
+        _ = server.url
 
 
 def test_two_servers_side_by_side_are_independent() -> None:

@@ -173,7 +173,7 @@ def test_metadata_round_trip(dvid_node: Node, tiles: Tiles) -> None:
 def test_metadata_must_be_set_first(dvid_node: Node) -> None:
     bare = Tiles.create(dvid_node, "bare")
     with pytest.raises(BadRequestError, match="not set"):
-        bare.metadata
+        _ = bare.metadata
     with pytest.raises(BadRequestError, match="metadata"):
         bare.tile("xy", 0, (0, 0, 0))
     with pytest.raises(DvidInputError, match="set_metadata"):
@@ -261,7 +261,7 @@ def test_missing_tiles(tiles: Tiles) -> None:
 
 
 def test_bad_tiles_are_refused_before_sending(dvid_node: Node, tiles: Tiles) -> None:
-    tiles.metadata  # cached: the checks below need no request
+    _ = tiles.metadata  # cached: the checks below need no request
     shape = tiles.metadata.tile_shape("xy", 0)
     good = np.zeros(shape, dtype=np.uint8)
     sent = dvid_node.transport.requests_sent

@@ -72,7 +72,7 @@ def test_beyond_the_bounding_box_reads_zeros(filled) -> None:
 
 
 def test_empty_selections_behave_like_numpy(filled) -> None:
-    vol, data = filled
+    vol, _ = filled
     assert vol[5:5, 0:3, 0:3].shape == (0, 3, 3)
     assert vol[5:2, 0:3, 0:3].shape == (0, 3, 3)
     sent = vol.transport.requests_sent

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import threading
 
 import numpy as np
@@ -126,7 +125,7 @@ def test_dtype_checks(dvid_node) -> None:
     vol = Voxels.create(dvid_node, "g", np.uint8)
     assert vol.info
     sent = dvid_node.transport.requests_sent
-    with pytest.raises(DvidInputError, match="float64.*uint8|uint8.*float64"):
+    with pytest.raises(DvidInputError, match=r"float64.*uint8|uint8.*float64"):
         vol.write(np.zeros((32, 32, 32)), (0, 0, 0))
     with pytest.raises(DvidInputError, match="outside uint8"):
         vol.write(np.full((32, 32, 32), 300, np.int64), (0, 0, 0))

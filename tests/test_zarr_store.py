@@ -217,7 +217,7 @@ def test_committed_node_refuses_writes_with_locked_node_error(dvid_node: Node) -
     ):
         np.testing.assert_array_equal(opened[:], 5)
         before = transport.requests_sent
-        with pytest.raises(LockedNodeError, match="committed.*make a new version.*new_version"):
+        with pytest.raises(LockedNodeError, match=r"committed.*make a new version.*new_version"):
             opened[:] = 1
         with pytest.raises(LockedNodeError):
             opened[:] = 0  # zarr deletes all-zero chunks

@@ -121,7 +121,7 @@ def synthetic_em(shape: tuple[int, int, int], seed: int = 7) -> tuple[np.ndarray
         membrane[tuple(front)] |= edge
         membrane[tuple(back)] |= edge
     tone = (rng.normal(0, 14, len(cells)).astype(np.float32))[compact]
-    texture = _smooth_noise(rng, half, sigma=2.0) * 10  # type: ignore[arg-type]
+    texture = _smooth_noise(rng, half, sigma=2.0) * 10
     gray_half = 168 + tone + texture
     gray = np.ascontiguousarray(_upsample2(gray_half, shape), dtype=np.float32)
     gray[membrane] = 55

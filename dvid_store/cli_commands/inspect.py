@@ -174,7 +174,8 @@ def run_ls(ctx: Context, args: argparse.Namespace) -> int:
             _out(ctx, f"{url}  {format_zyx(level.shape)} {np.dtype(layout.dtype).name} ×{level.factor}")
         return 0
     if typename == "keyvalue":
-        for key in node.keyvalue(target.instance).keys():
+        keys = node.keyvalue(target.instance).keys()  # a KeyValue instance's keys, read from DVID
+        for key in keys:
             _out(ctx, key)
         return 0
     raise UnsupportedError(

@@ -117,7 +117,7 @@ def _chunk_size(
     :data:`DEFAULT_TASK_BYTES`, smaller when that leaves fewer than four tasks per
     worker (so that small transfers run in parallel too).
     """
-    step = given or (tuple(journal.step) if journal.step else None)  # type: ignore[arg-type]
+    step = given or (tuple(journal.step) if journal.step else None)
     if step is None:
         nbytes = math.prod(shape) * itemsize
         tasks = 4 * (workers or os.cpu_count() or 1)
@@ -178,7 +178,9 @@ def transfer(
     """
     import dask
     import dask.array as da
-    from dask.diagnostics import ProgressBar
+    from dask.base import compute
+    from dask.delayed import delayed
+    from dask.diagnostics.progress import ProgressBar
 
     if tuple(source.shape) != tuple(target.shape):
         raise DvidInputError(f"source shape {source.shape} differs from target shape {target.shape}")
@@ -200,17 +202,17 @@ def transfer(
             skipped += 1
             continue
         region = tuple(slice(s, s + chunks[axis][i]) for axis, (s, i) in enumerate(zip(start, index)))
-        tasks.append(dask.delayed(write, pure=False)(parts[index], region, start))
+        tasks.append(delayed(write, pure=False)(parts[index], region, start))
     if skipped:
         ctx.note(f"resuming: {skipped} of {total} chunks already {verb} (journal {journal.path})")
     began = time.perf_counter()
     try:
         with dask.config.set(scheduler="threads", num_workers=workers or os.cpu_count() or 1):
             if ctx.quiet or not tasks:
-                sizes = dask.compute(*tasks)
+                sizes = compute(*tasks)
             else:
                 with ProgressBar(out=ctx.err, dt=0.1):
-                    sizes = dask.compute(*tasks)
+                    sizes = compute(*tasks)
     except KeyboardInterrupt as exc:
         journal.close()  # kept on disk for the resume
         code = getattr(exc, "exit_code", 130)
@@ -255,6 +257,7 @@ def check_values(source: Volume, dtype: np.dtype, what: str, workers: int | None
     """
     import dask
     import dask.array as da
+    from dask.base import compute
 
     dtype = np.dtype(dtype)
     check_castable(source.dtype, dtype, what)
@@ -265,7 +268,7 @@ def check_values(source: Volume, dtype: np.dtype, what: str, workers: int | None
         source.array, chunks=chunks, asarray=False, fancy=False, lock=False, meta=np.empty((0, 0, 0), source.dtype),
     )
     with dask.config.set(scheduler="threads", num_workers=workers or os.cpu_count() or 1):
-        low, high = dask.compute(array.min(), array.max())
+        low, high = compute(array.min(), array.max())
     info = np.iinfo(dtype)
     if int(low) < info.min or int(high) > info.max:
         raise DvidInputError(

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -237,7 +237,7 @@ def open_local(path_text: str, dataset: str | None = None) -> Volume:
                 f"reading {path} needs the tifffile package: pip install tifffile (or dvid_store[test])"
             ) from None
         try:
-            data = tifffile.memmap(path, mode="r")
+            data: np.ndarray = tifffile.memmap(path, mode="r")
         except (ValueError, OSError):  # compressed or tiled: read it whole
             data = tifffile.imread(path)
         array = _as_3d(data, path)
@@ -256,8 +256,9 @@ def _open_zarr_source(path: Path, dataset: str | None) -> Volume:
     name = ""
     if isinstance(node, zarr.Group):
         if dataset is None:
-            ome = node.attrs.get("ome") or {}
-            multiscales = ome.get("multiscales") or node.attrs.get("multiscales") or []
+            # attributes are JSON of any shape; a malformed document fails here as it always did
+            ome: Any = node.attrs.get("ome") or {}
+            multiscales: Any = ome.get("multiscales") or node.attrs.get("multiscales") or []
             dataset = multiscales[0]["datasets"][0]["path"] if multiscales else "0"
         members = sorted(k for k, _ in node.arrays())
         if dataset not in members:
@@ -270,7 +271,7 @@ def _open_zarr_source(path: Path, dataset: str | None) -> Volume:
         raise DvidInputError(f"{path} is a zarr array, not a group; drop --dataset")
     array = _as_3d(node, path)
     attrs: dict[str, Any] = {}
-    dvid = dict(node.attrs.get("dvid") or {})
+    dvid: dict[str, Any] = dict(cast(Any, node.attrs.get("dvid")) or {})
     if "offset" in dvid:
         attrs["offset"] = tuple(int(v) for v in dvid["offset"])
     if "level_voxel_size" in dvid or "voxel_size" in dvid:
@@ -314,7 +315,7 @@ def open_zarr_output(
     from ..zarr.metadata import array_document, group_document
 
     path = Path(path_text)
-    shape = tuple(b - a for a, b in zip(*box))
+    shape = cast(ZYX, tuple(b - a for a, b in zip(*box)))
     dtype = level.dtype
     if reopen and not path.exists() and journalled:
         raise DvidInputError(
@@ -349,6 +350,6 @@ def open_zarr_output(
             attributes=array_attrs,
         )
     return Volume(
-        array, shape, dtype, str(path),  # type: ignore[arg-type]
+        array, shape, dtype, str(path),
         {"zarr": os.path.abspath(path)}, grid_origin=(0, 0, 0), grid=chunks,
     )

@@ -155,7 +155,8 @@ def normalised_document(doc: Mapping[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         raise DvidInputError(f"not a zarr v3 metadata document: {exc}") from None
     data = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
-    return json.loads(data)
+    normalised: dict[str, Any] = json.loads(data)
+    return normalised
 
 
 def metadata_documents(layout: Layout, scale: int | None) -> dict[str, bytes]:
