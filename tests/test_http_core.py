@@ -209,6 +209,10 @@ def _child_heartbeat(transport: Transport, parent_session_id: int, queue: multip
     queue.put((ok, id(transport.session()) != parent_session_id))
 
 
+# Python 3.12+ warns that fork() in a process with threads (the test server's log
+# readers, urllib3's pools) may deadlock; this test is about exactly that situation, which
+# multiprocessing's "fork" start method (still available on Linux) creates for users.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_uses_its_own_session(dvid_client: DvidClient) -> None:
     transport = dvid_client.transport
     transport.request("GET", "/api/heartbeat")
