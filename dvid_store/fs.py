@@ -44,7 +44,7 @@ from .errors import (
     UnsupportedError,
 )
 from .node import Node
-from .transport import Secret
+from .transport import RetryPolicy, Secret
 from .urls import DvidURL, parse_url
 from .zarr.coalesce import io_executor
 from .zarr.store import DvidStore
@@ -68,6 +68,10 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         Transfer encoding of block reads (see :class:`~dvid_store.blocks.BlockIO`).
     throttle : bool
         Send DVID's ``throttle=true`` with every block request.
+    timeout, retry_seconds, deadline : optional
+        The client's limits (see :class:`~dvid_store.DvidClient`): connect and read
+        timeouts, how long a request is retried, and the wall-clock limit of one call.
+        For ``zarr.open(url, storage_options={"deadline": 60})`` and the like.
     **kwargs
         fsspec options (``asynchronous``, ``loop``, ...).
 
@@ -95,10 +99,22 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         supervoxels: bool = False,
         compression: str | None = None,
         throttle: bool = False,
+        timeout: float | tuple[float, float] | None = None,
+        retry_seconds: float | None = None,
+        deadline: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.throttle = bool(throttle)
+        # Plain numbers (not a RetryPolicy): fsspec keeps constructor arguments as the
+        # filesystem's identity and pickle.
+        self._limits: dict[str, Any] = {}
+        if timeout is not None:
+            self._limits["timeout"] = timeout
+        if retry_seconds is not None:
+            self._limits["retry"] = RetryPolicy(total_seconds=float(retry_seconds))
+        if deadline is not None:
+            self._limits["deadline"] = float(deadline)
         self.user = user
         self.app = app
         self._token = Secret(token) if token else None
@@ -141,7 +157,7 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
     def _client(self, server: str) -> DvidClient:
         client = self._clients.get(server)
         if client is None:
-            client = DvidClient(server, user=self.user, app=self.app, token=self._token)
+            client = DvidClient(server, user=self.user, app=self.app, token=self._token, **self._limits)
             self._clients[server] = client
         return client
 

@@ -32,6 +32,7 @@ from xarray.indexes import PandasIndex
 
 from .dask import DEFAULT_CHUNK_BYTES, VolumeReader, _level_io, default_chunks, open_dask, resolve_target
 from .layout import Layout, Level, discover_layout, normalise_unit, physical_axis
+from .transport import RetryPolicy
 
 if TYPE_CHECKING:
     from .node import Node
@@ -230,6 +231,7 @@ class DvidBackendEntrypoint(BackendEntrypoint):
     url = "https://github.com/janelia-flyem/dvid"
     open_dataset_parameters = (
         "filename_or_obj", "drop_variables", "scale", "supervoxels", "compression", "user", "app", "token", "scheme",
+        "timeout", "retry", "deadline",
     )
 
     def open_dataset(
@@ -244,8 +246,15 @@ class DvidBackendEntrypoint(BackendEntrypoint):
         app: str = "dvid_store",
         token: str | None = None,
         scheme: str = "http",
+        timeout: float | tuple[float, float] | None = None,
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
     ) -> xr.Dataset:
-        conn = {"user": user, "app": app, "token": token, "scheme": scheme}
+        conn: dict[str, Any] = {"user": user, "app": app, "token": token, "scheme": scheme, "retry": retry}
+        if timeout is not None:
+            conn["timeout"] = timeout
+        if deadline is not None:
+            conn["deadline"] = deadline
         node, instance, scale = resolve_target(str(filename_or_obj), None, scale, **conn)
         array = _dataarray(node, instance, scale, supervoxels, compression, None)
         dataset = array.to_dataset()

@@ -352,3 +352,22 @@ def test_throttle_reaches_the_wire_on_every_front_end(
     np.testing.assert_array_equal(zarr.open_array(url + "/0", mode="r", storage_options={"throttle": True})[...], data)
     blocks = [r for r in dvid_fault_proxy.log if "specificblocks" in r.path or "/raw/" in r.path]
     assert blocks and all("throttle=true" in r.path for r in blocks)
+
+
+def test_url_front_ends_take_the_clients_limits(dvid_node: Node, dvid_fault_proxy: FaultProxy) -> None:
+    """zarr through dvid:// URLs and the xarray engine take timeout, retry and deadline."""
+    import xarray as xr
+
+    from dvid_store.fs import DvidFileSystem
+    from dvid_store.urls import parse_url
+
+    data = _gray(dvid_node, shape=(32, 32, 32))
+    url = _url(dvid_fault_proxy.address, dvid_node, "gray")
+    fs = DvidFileSystem(retry_seconds=0, deadline=30, timeout=(2, 2), skip_instance_cache=True)
+    store = fs._open_store(parse_url(url))
+    assert store.node.transport.retry.total_seconds == 0 and store.node.transport.deadline == 30
+    dataset = xr.open_dataset(url, engine="dvid", retry=RetryPolicy(total_seconds=0), deadline=30)
+    dvid_fault_proxy.inject("status_503", times=1)
+    with pytest.raises(DvidError):  # no retry: the one 503 fails the read
+        _ = dataset["gray"].values
+    np.testing.assert_array_equal(dataset["gray"].values, data)
