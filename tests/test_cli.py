@@ -24,6 +24,7 @@ from dvid_store.cli_commands.common import parse_box, parse_target
 from dvid_store.codecs.png import decode_png
 from dvid_store.create import create_array
 from dvid_store.errors import DvidInputError
+from dvid_store.testing import FaultProxy
 
 
 def _command() -> list[str]:
@@ -108,6 +109,11 @@ def _journal_entries(path: Path) -> int:
     if not path.exists():
         return 0
     return max(0, len(path.read_text().splitlines()) - 1)
+
+
+def _far(source: Source, proxy: FaultProxy) -> Callable[[str], str]:
+    """URLs of ``source``'s server through ``proxy`` (whose latency makes a transfer take seconds)."""
+    return lambda url: url.replace(source.host, proxy.address)
 
 
 def _interrupt_when(
@@ -277,14 +283,17 @@ def test_copy_a_box_of_labels_to_another_repo(source: Source, env: dict[str, str
 
 
 def test_interrupted_copy_resumes_without_sending_chunks_again(
-    source: Source, env: dict[str, str], tmp_path: Path
+    source: Source, env: dict[str, str], tmp_path: Path, dvid_fault_proxy: FaultProxy
 ) -> None:
     journal = tmp_path / "copy.jsonl"
+    far = _far(source, dvid_fault_proxy)
     args = [
-        "copy", source.url("gray"), source.url("gray-copy"), "--create", "--chunks", "32", "-j", "1",
+        "copy", far(source.url("gray")), far(source.url("gray-copy")), "--create", "--chunks", "32", "-j", "1",
         "--journal", str(journal),
     ]
+    dvid_fault_proxy.latency = 0.1  # a far server: the copy lasts seconds, the signal lands mid-way
     first = _interrupt_when(args, env, lambda: _journal_entries(journal) > 0, signal.SIGINT)
+    dvid_fault_proxy.latency = 0
     assert first.returncode == 130, first.stderr
     assert "run the same command again to resume" in first.stderr and str(journal) in first.stderr
     done = _journal_entries(journal)
@@ -302,16 +311,19 @@ def test_interrupted_copy_resumes_without_sending_chunks_again(
 
 
 def test_export_stopped_by_sigterm_resumes_from_the_default_journal(
-    source: Source, env: dict[str, str], tmp_path: Path
+    source: Source, env: dict[str, str], tmp_path: Path, dvid_fault_proxy: FaultProxy
 ) -> None:
     out = tmp_path / "seg.zarr"
-    args = ["export", source.url("seg"), str(out), "--chunks", "32", "--zarr-chunks", "32", "-j", "1"]
+    far = _far(source, dvid_fault_proxy)
+    args = ["export", far(source.url("seg")), str(out), "--chunks", "32", "--zarr-chunks", "32", "-j", "1"]
     journals = Path(env["XDG_CACHE_HOME"]) / "dvid_store" / "journals"
 
     def journalled() -> bool:
         return journals.exists() and any(_journal_entries(p) for p in journals.iterdir())
 
+    dvid_fault_proxy.latency = 0.1  # a far server: the export lasts seconds, the signal lands mid-way
     first = _interrupt_when(args, env, journalled, signal.SIGTERM)
+    dvid_fault_proxy.latency = 0
     assert first.returncode == 143 and "run the same command again to resume" in first.stderr
     (journal,) = journals.iterdir()
     done = _journal_entries(journal)
