@@ -573,7 +573,7 @@ class DvidStore(Store):
         operation = _zarr_delete_origin()
         if operation is None:
             return
-        if operation.endswith("._delete_key") and "resize" in operation:
+        if "resize" in operation:
             what = "zarr's resize() (a smaller shape)"
         else:
             what = f"zarr ({operation})"
@@ -750,6 +750,10 @@ _ZARR_FILL_WRITERS = frozenset({
     ("zarr.core.codec_pipeline", "BatchedCodecPipeline.write_batch.<locals>._write_key"),
     ("zarr.abc.store", "set_or_delete"),
 })
+# The codec pipeline writes chunks; every delete it makes stores a chunk of fill values,
+# whatever its functions are called in a given zarr release (3.1: write_batch's
+# _write_key, 3.4: _async_write_fallback's _write_key).
+_ZARR_FILL_MODULES = frozenset({"zarr.core.codec_pipeline"})
 _ZARR_PASS_THROUGH = frozenset({
     ("zarr.storage._common", "StorePath.delete"),
     ("zarr.storage._fsspec", "FsspecStore.delete"),
@@ -772,7 +776,7 @@ def _zarr_delete_origin() -> str | None:
         if module.startswith("dvid_store.") or (module, name) in _ZARR_PASS_THROUGH:
             frame = frame.f_back
             continue
-        if (module, name) in _ZARR_FILL_WRITERS:
+        if (module, name) in _ZARR_FILL_WRITERS or (module in _ZARR_FILL_MODULES and "resize" not in name):
             return None
         if module == "zarr" or module.startswith("zarr."):
             return f"{module}.{name}"
