@@ -116,11 +116,23 @@ def _far(source: Source, proxy: FaultProxy) -> Callable[[str], str]:
     return lambda url: url.replace(source.host, proxy.address)
 
 
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT as a terminal sends it (Python then raises KeyboardInterrupt).
+
+    A suite started as a background job of a non-interactive shell (as a CI runner may do)
+    runs with SIGINT ignored, and children inherit that, so Ctrl-C would never reach them.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(
     args: list[str], env: dict[str, str], ready: Callable[[], bool], sig: int
 ) -> subprocess.CompletedProcess[str]:
     """Start a transfer, send ``sig`` as soon as ``ready()`` (a chunk is journalled), and wait for it."""
-    process = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
+    )
     deadline = time.monotonic() + 60
     try:
         while not ready():
