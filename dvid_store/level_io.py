@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import BlockIO
+from .blocks import BlockIO, _overlap
 from .errors import ConcurrentWriteError, DvidInputError
 from .geometry import Box, aligned_box, as_zyx, block_coords_in_box, box_shape
 
@@ -173,7 +173,7 @@ class VolumeWriter:
             data = np.empty(box_shape(outer), self.io.dtype)
             stored = self._stored_view()
             for coord, block in _read_all(stored, edges).items():
-                dst, _ = _block_slices(outer, coord, self.io.block_shape)
+                dst, _ = _overlap(outer, coord, self.io.block_shape)
                 data[dst] = block
             inner = tuple(slice(a - o, b - o) for a, b, o in zip(start, stop, outer[0]))
             data[inner] = value
@@ -196,7 +196,7 @@ class VolumeWriter:
         again = _read_all(stored, edges)
         bs = self.io.block_shape
         for coord in edges:
-            dst, _ = _block_slices(outer, coord, bs)
+            dst, _ = _overlap(outer, coord, bs)
             mine = tuple(
                 slice(max(d.start, a - o), min(d.stop, b - o)) for d, a, b, o in zip(dst, box[0], box[1], outer[0])
             )
@@ -222,11 +222,6 @@ def _edge_blocks(box: Box, outer: Box, block_shape: ZYX) -> list[ZYX]:
         if any(l < a or h > b for l, h, a, b in zip(lo, hi, box[0], box[1])):
             edges.append(coord)
     return sorted(edges)
-
-
-def _block_slices(outer: Box, coord: ZYX, block_shape: ZYX) -> tuple[tuple[slice, ...], None]:
-    lo = tuple(v * b - o for v, b, o in zip(coord, block_shape, outer[0]))
-    return tuple(slice(l, l + b) for l, b in zip(lo, block_shape)), None
 
 
 def _read_all(io: BlockIO, coords: list[ZYX]) -> dict[ZYX, np.ndarray]:

@@ -42,7 +42,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
@@ -292,29 +292,6 @@ class Transport:
         auth = ", token=***" if self._token else ""
         return f"Transport({self._config.base_url!r}, user={self._config.user!r}, app={self._config.app!r}{auth})"
 
-    def with_options(
-        self,
-        *,
-        retry: RetryPolicy | None = None,
-        deadline: float | None = None,
-        timeout: float | tuple[float, float] | None = None,
-    ) -> Transport:
-        """A transport to the same server with the same tokens and other retry or time limits."""
-        config = self._config
-        if retry is not None:
-            config = replace(config, retry=retry)
-        if deadline is not None:
-            config = replace(config, deadline=float(deadline))
-        if timeout is not None:
-            pair = (float(timeout), float(timeout)) if isinstance(timeout, (int, float)) else timeout
-            config = replace(config, timeout=(float(pair[0]), float(pair[1])))
-        other = Transport.__new__(Transport)
-        other._config = config
-        other._token = self._token
-        other._admin_token = self._admin_token
-        other._init_sessions()
-        return other
-
     @property
     def base_url(self) -> str:
         return self._config.base_url
@@ -442,7 +419,7 @@ class Transport:
 
         def read_all(response: requests.Response, url: str, check: _Checker) -> Answer:
             content = b"".join(check.pieces(response))
-            return Answer(response.status_code, response.headers, redact_url(url), content)
+            return Answer(response.status_code, response.headers, url, content)
 
         if expect_empty is None:
             expect_empty = method.upper() in _WRITE_METHODS
