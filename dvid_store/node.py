@@ -17,7 +17,7 @@ from .datatypes.labels import Labelarray, Labelblk, Labelmap, Labelvol
 from .datatypes.roi import Roi
 from .datatypes.tiles import Tiles
 from .datatypes.voxels import Voxels
-from .errors import DvidInputError, LockedNodeError, UnknownInstanceError
+from .errors import DvidInputError, LockedNodeError, MalformedAnswerError, UnknownInstanceError
 from .names import check_instance_name
 from .repo import RepoInfo
 from .settings import dvid_settings
@@ -307,15 +307,17 @@ class Node:
         method : str
             ``GET``, ``POST``, ``PUT``, ``DELETE`` or ``HEAD``.
         compress : bool
-            Compress ``payload`` with LZ4 (DVID's raw block flavour) and add
-            ``compression=lz4`` so DVID knows.
+            As libdvid did: add ``compression=lz4`` to the query; compress a
+            ``POST``/``PUT`` payload with LZ4 (DVID's raw block flavour, no size
+            prefix); decompress a ``GET`` answer, which the endpoint must then send
+            as LZ4 (labelmap and labelarray ``/raw`` do, for example).
         params : dict, optional
             Extra query parameters.
 
         Returns
         -------
         bytes
-            The response body.
+            The response body (decompressed for ``GET`` with ``compress=True``).
 
         Raises
         ------
@@ -323,15 +325,19 @@ class Node:
             The method is not one of the above, the first path segment is not an
             instance name or node action DVID can serve, or the path holds a ``.`` or
             ``..`` segment (DVID would redirect it elsewhere). Nothing is sent.
+        MalformedAnswerError
+            ``compress=True`` on a ``GET`` whose answer is not LZ4 (not asked
+            again: such an endpoint answers the same every time).
         """
         method = method.upper()
         if method not in {"GET", "POST", "PUT", "DELETE", "HEAD"}:
             raise DvidInputError(f"unsupported method {method!r}: use GET, POST, PUT, DELETE or HEAD")
         body = payload.encode() if isinstance(payload, str) else payload
         query = dict(params or {})
-        if compress and body is not None:
-            body = lz4.block.compress(bytes(body), store_size=False)
+        if compress:
             query["compression"] = "lz4"
+            if body is not None and method in ("POST", "PUT"):
+                body = lz4.block.compress(bytes(body), store_size=False)
         path, _, query_string = endpoint.partition("?")
         segments = path.lstrip("/").split("/")
         check_instance_name(segments[0])
@@ -345,6 +351,38 @@ class Node:
             query.setdefault(key, value)
         full = f"/api/node/{self.uuid}/{path.lstrip('/')}"
         # Any answer DVID gives is the caller's to read, HTML included (keyvalue values).
-        return self.transport.request(
-            method, full, params=query, data=body, expect_empty=False, allow_html=True
-        ).content
+        answer = self.transport.request(method, full, params=query, data=body, expect_empty=False, allow_html=True)
+        if compress and method == "GET":
+            # Decoded after the exchange, not inside it: an endpoint that ignores
+            # compression=lz4 answers the same on every attempt, so retrying is useless.
+            return _inflate_lz4(answer.content, answer.url)
+        return answer.content
+
+
+#: libdvid's ceiling for a decompressed answer (it decompressed into at most INT_MAX bytes).
+_LZ4_ANSWER_LIMIT = 2**31 - 1
+
+
+def _inflate_lz4(raw: bytes, url: str) -> bytes:
+    """A raw LZ4 block of unknown decompressed size → its bytes.
+
+    LZ4 expands at most 255-fold, so growing output buffers (up to that bound and
+    libdvid's ``INT_MAX``) find the size without allocating the worst case first.
+    """
+    if not raw:
+        return b""
+    bound = min(255 * len(raw) + 64, _LZ4_ANSWER_LIMIT)
+    size = min(max(1 << 16, 8 * len(raw)), bound)
+    while True:
+        try:
+            data: bytes = lz4.block.decompress(raw, uncompressed_size=size)
+            return data
+        except lz4.block.LZ4BlockError:
+            if size >= bound:
+                break
+            size = min(size * 4, bound)
+    raise MalformedAnswerError(
+        "GET", url, 200,
+        f"compress=True, but the answer ({len(raw)} bytes) is not an LZ4 block; ask without compress "
+        "(this endpoint does not answer compression=lz4 with LZ4)",
+    )
