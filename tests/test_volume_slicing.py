@@ -171,3 +171,28 @@ def test_read_only_transfer_options_do_not_block_voxel_writes(dvid_node) -> None
     vol = Voxels.create(dvid_node, "g", np.uint8).with_options(compress=True)
     vol[0:32, 0:32, 0:32] = 5
     assert (vol[0:32, 0:32, 0:32] == 5).all()
+
+
+def test_pydvid_style_keys_raise_index_error_instead_of_an_empty_axis(filled, dvid_node) -> None:
+    vol, _ = filled
+    sent = vol.transport.requests_sent
+    # pydvid's [c, x, y, z] pasted as is: one index too many for (z, y, x)
+    with pytest.raises(IndexError, match=r"too many indices.*vol\[30:130, 20:120, 10:110\]"):
+        vol[:, 10:110, 20:120, 30:130]
+    with pytest.raises(IndexError, match="too many indices"):
+        vol[:, 10:110, 20:120, 30:130] = np.ones((1, 100, 100, 100), np.uint16)
+    with pytest.raises(DvidInputError):  # still a DvidInputError: nothing was sent
+        vol[0, 0, 0, 0]
+    assert vol.transport.requests_sent == sent
+    # on an rgba8 volume the 4th index is the channel: a slice past the 4 channels is refused
+    rgba = Voxels.create(dvid_node, "c", RGBA8)
+    rgba[0:64, 0:32, 0:32] = np.full((64, 32, 32, 4), 5, np.uint8)
+    with pytest.raises(IndexError, match=r"selects none of them.*pydvid"):
+        rgba[:, 10:110, 20:120, 30:130]
+    with pytest.raises(IndexError, match="out of range for 4 channels"):
+        rgba[0:2, 0:2, 0:2, 4]
+    with pytest.raises(DvidInputError, match="integer or a slice"):
+        rgba[0:2, 0:2, 0:2, [0, 1]]
+    assert rgba[0:2, 0:2, 0:2, 1:3].shape == (2, 2, 2, 2)
+    assert rgba[0:2, 0:2, 0:2, -1].shape == (2, 2, 2)
+    assert rgba[0:2, 0:2, 0:2, -4:].shape == (2, 2, 2, 4)

@@ -29,10 +29,12 @@ preallocated output array.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import lz4.block
 import numpy as np
 
-from ..errors import DvidInputError, MalformedAnswerError, ServerBusyError
+from ..errors import ConcurrentWriteError, DvidInputError, MalformedAnswerError, ServerBusyError
 from ..geometry import (
     ZYX,
     Box,
@@ -62,6 +64,7 @@ __all__ = [
     "DVID_MAX_REQUEST_BYTES",
     "LIBDVID_MAX_VOXELS",
     "LZ4_MAX_BYTES",
+    "DvidIndexError",
     "VolumeInstance",
 ]
 
@@ -117,6 +120,8 @@ class VolumeInstance(Instance):
     _read_only_options: ClassVar[tuple[str, ...]] = ()
     #: Slicing options that only change how reads travel (left out of writes).
     _read_transfer_options: ClassVar[tuple[str, ...]] = ()
+    #: Slicing options that only change how writes are made (left out of reads).
+    _write_only_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, node: Node, name: str) -> None:
         super().__init__(node, name)
@@ -246,7 +251,8 @@ class VolumeInstance(Instance):
         start, stop, dropped, channel = self._resolve_key(key, self._slice_options)
         shape = tuple(max(0, b - a) for a, b in zip(start, stop))
         if all(shape):
-            data = self.read((start, stop), **self._slice_options)
+            options = {k: v for k, v in self._slice_options.items() if k not in self._write_only_options}
+            data = self.read((start, stop), **options)
         else:  # an empty selection, as numpy allows
             data = np.zeros(shape + self.channel_shape, dtype=self.dtype)
         data = data.reshape(_kept(shape, dropped) + self.channel_shape)
@@ -298,9 +304,11 @@ class VolumeInstance(Instance):
             items[at : at + 1] = [slice(None)] * max(ndim - (len(items) - 1), 0)
         if len(items) > ndim:
             axes = "(z, y, x, channel)" if self.channel_shape else "(z, y, x)"
-            raise DvidInputError(f"too many indices for a {ndim}-D DVID volume {axes}: got {len(items)}")
+            raise DvidIndexError(
+                f"too many indices for a {ndim}-D DVID volume {axes}: got {len(items)}" + _pydvid_hint(items)
+            )
         items += [slice(None)] * (ndim - len(items))
-        channel = items[3] if self.channel_shape else None
+        channel = _check_channel_key(items[3], self.channel_shape[0], items) if self.channel_shape else None
 
         bounds: list[tuple[int | None, int | None]] = []
         dropped: set[int] = set()
@@ -427,24 +435,202 @@ class VolumeInstance(Instance):
             body = lz4.block.compress(body, store_size=False)
         post_retrying_busy(self.transport, self._raw_path(part), body, params, idempotent=idempotent)
 
-    def _check_write(self, array: Any, offset: Sequence[int], dtype: np.dtype | None = None) -> tuple[np.ndarray, Box]:
-        """Validate a write before anything is sent; return the array and its box."""
+    #: How to write an unaligned box instead, for the refusal's message ("" if there is no way here).
+    _unaligned_hint: ClassVar[str] = ""
+
+    def _check_write(
+        self, array: Any, offset: Sequence[int], dtype: np.dtype | None = None, *, aligned: bool = True
+    ) -> tuple[np.ndarray, Box]:
+        """Validate a write before anything is sent; return the array and its box.
+
+        With ``aligned=False`` a box off the block grid is accepted (the caller merges its edges).
+        """
         arr = coerce_array(array, dtype or self.dtype, self.name, self.ndim, self.channel_shape)
         start = as_zyx(offset, "offset")
         box: Box = (start, tuple(s + n for s, n in zip(start, arr.shape[:3])))
         _check_int32(box)
         block = self.block_shape
-        if not is_aligned(box, block):
+        if aligned and not is_aligned(box, block):
             enclosing = aligned_box(box, block)
             raise DvidInputError(
                 f"DVID only accepts block-aligned writes: the box {box[0]}–{box[1]} (z, y, x) of "
                 f"instance {self.name!r} is not aligned to its {block} blocks. The enclosing aligned "
                 f"box is {enclosing[0]}–{enclosing[1]}: read it, change your part, and write it back"
+                + self._unaligned_hint
             )
         return arr, box
 
+    def _write_merging_edges(self, array: np.ndarray, box: Box, params: Mapping[str, Any], *, sequential: bool) -> None:
+        """Write an unaligned box: read the blocks it covers in part, merge ``array`` in, write them whole.
+
+        The same rules as the front ends' edge merges: every voxel outside ``box``
+        is written back exactly as it was read; the merge of a block holds its merge
+        lock (per process, and cluster-wide on a dask.distributed worker); afterwards
+        the partly covered blocks are read again, and if this write's voxels there
+        are not what was written, another writer wrote over them in between:
+        :class:`~dvid_store.errors.ConcurrentWriteError`.
+        """
+        if array.size == 0:
+            return
+        block = self.block_shape
+        outer = aligned_box(box, block)
+        slabs = _edge_slabs(box, outer, block)
+        edges = sorted({coord for slab in slabs for coord in _block_coords(slab, block)})
+        reads = {k: v for k, v in params.items() if k == "throttle"}
+        with edge_block_locks(self, edges):
+            merged = np.empty(box_shape(outer) + self.channel_shape, dtype=self.dtype)
+            for slab in slabs:
+                merged[_slices(slab, outer)] = self._read_volume(slab, reads, grid=block, sequential=sequential)
+            merged[_slices(box, outer)] = array
+            self._write_volume(merged, outer, params, idempotent=True, sequential=sequential)
+            for slab in slabs:
+                again = self._read_volume(slab, reads, grid=block, sequential=sequential)
+                mine: Box = (
+                    as_zyx([max(a, b) for a, b in zip(slab[0], box[0])]),
+                    as_zyx([min(a, b) for a, b in zip(slab[1], box[1])]),
+                )
+                if not np.array_equal(again[_slices(mine, slab)], array[_slices(mine, box)]):
+                    raise ConcurrentWriteError(
+                        f"another writer wrote blocks of {self.name!r} in {slab[0]}–{slab[1]} (z, y, x) while this "
+                        f"write merged its part of the box {box[0]}–{box[1]} into them, and this write's voxels "
+                        "there were lost. Writes of boxes that share DVID blocks must not run at once from "
+                        "independent processes: align boxes to the block grid, or write them one after the "
+                        "other. Write the box again."
+                    )
+
 
 # ---------------------------------------------------------------------- helpers
+def _edge_slabs(box: Box, outer: Box, block: ZYX) -> list[Box]:
+    """Disjoint boxes, one block thick, covering the blocks of ``outer`` that ``box`` covers in part.
+
+    ``outer`` is ``box`` rounded out to the block grid. Along each axis where ``box``
+    starts (or stops) inside a block, the layer of blocks there is a slab; later
+    axes' slabs leave out what earlier ones took, so no voxel is read twice.
+    """
+    lo, hi = list(outer[0]), list(outer[1])
+    slabs: list[Box] = []
+    for axis in range(3):
+        if box[0][axis] != outer[0][axis]:
+            top = min(lo[axis] + block[axis], hi[axis])
+            slabs.append((_with(lo, axis, lo[axis]), _with(hi, axis, top)))
+            lo[axis] = top
+        if box[1][axis] != outer[1][axis] and hi[axis] > lo[axis]:
+            bottom = max(hi[axis] - block[axis], lo[axis])
+            slabs.append((_with(lo, axis, bottom), _with(hi, axis, hi[axis])))
+            hi[axis] = bottom
+        if hi[axis] <= lo[axis]:  # the slabs took every block
+            break
+    return slabs
+
+
+def _with(point: Sequence[int], axis: int, value: int) -> ZYX:
+    out = list(point)
+    out[axis] = value
+    return (out[0], out[1], out[2])
+
+
+def _block_coords(box: Box, block: ZYX) -> list[ZYX]:
+    ranges = [range(a // b, -(-c // b)) for a, c, b in zip(box[0], box[1], block)]
+    return [(z, y, x) for z in ranges[0] for y in ranges[1] for x in ranges[2]]
+
+
+_merge_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+_merge_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def edge_block_locks(volume: VolumeInstance, coords: Sequence[ZYX], scale: int = 0) -> Iterator[None]:
+    """Hold the merge locks of blocks ``coords`` of ``volume`` (at ``scale``) while their edges are merged.
+
+    Process-local locks always; on a dask.distributed worker also one
+    ``distributed.MultiLock`` over the blocks' names, cluster-wide. The names are
+    those of :func:`dvid_store.level_io.block_locks`, so node API merges and the front
+    ends' merges of the same blocks on one cluster wait for each other. Locks are taken
+    in sorted order, so writers never deadlock.
+    """
+    node = volume.node
+    names = [
+        f"dvid_store-merge:{node.transport.base_url}/{node.uuid}/{volume.name}/{scale}/{z}_{y}_{x}"
+        for z, y, x in sorted(coords)
+    ]
+    with _merge_locks_guard:
+        locks = [_merge_locks.setdefault(name, threading.Lock()) for name in names]
+    with contextlib.ExitStack() as stack:
+        for lock in locks:
+            stack.enter_context(lock)
+        cluster = _cluster_lock(names)
+        if cluster is not None:
+            cluster.acquire()
+            stack.callback(cluster.release)
+        yield
+
+
+def _cluster_lock(names: list[str]) -> Any:
+    """A ``distributed.MultiLock`` over ``names`` when running on a dask.distributed worker, else None."""
+    try:
+        from distributed import MultiLock, get_worker
+    except ImportError:
+        return None
+    try:
+        get_worker()
+    except ValueError:  # not running on a worker
+        return None
+    return MultiLock(names=names)
+
+
+class DvidIndexError(DvidInputError, IndexError):
+    """An index that does not fit the volume's axes: too many indices, or a channel out of range.
+
+    An :class:`IndexError`, as numpy raises for the same mistakes, and a
+    :class:`~dvid_store.errors.DvidInputError` (nothing was sent).
+    """
+
+
+def _pydvid_hint(items: Sequence[Any]) -> str:
+    """Advice for a key written in pydvid's channel-first ``[c, x, y, z]`` order, else ''."""
+    if len(items) != 4:
+        return ""
+    x, y, z = items[1:]
+    if not all(isinstance(k, slice) for k in (x, y, z)):
+        return ""
+    return (
+        f". This looks like pydvid's channel-first [c, x, y, z] order; dvid_store slices (z, y, x): "
+        f"vol[{_slice_text(z)}, {_slice_text(y)}, {_slice_text(x)}] (or use dvid_store.compat.pydvid)"
+    )
+
+
+def _slice_text(item: slice) -> str:
+    start = "" if item.start is None else str(item.start)
+    stop = "" if item.stop is None else str(item.stop)
+    return f"{start}:{stop}" + ("" if item.step is None else f":{item.step}")
+
+
+def _check_channel_key(key: Any, channels: int, items: Sequence[Any]) -> Any:
+    """The channel part of a key, if it selects channels that exist; else :class:`DvidIndexError`.
+
+    numpy would return an empty axis for a slice past the last channel; here that is
+    almost always a key written for other axes (pydvid's ``[c, x, y, z]``), so it is refused.
+    """
+    if isinstance(key, slice):
+        try:
+            bounds = [operator.index(b) for b in (key.start, key.stop) if b is not None]
+        except TypeError:
+            raise DvidInputError(f"channel slice bounds must be integers, got {_slice_text(key)}") from None
+        if all(-channels <= b <= channels for b in bounds):
+            return key
+        raise DvidIndexError(
+            f"the 4th index selects channels, of which this volume has {channels} (R, G, B, A); "
+            f"{_slice_text(key)} selects none of them" + _pydvid_hint(items)
+        )
+    if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+        raise DvidInputError(
+            f"the channel index must be an integer or a slice, got {key!r}; fancy indices are not supported"
+        )
+    if not -channels <= int(key) < channels:
+        raise DvidIndexError(f"channel index {key} is out of range for {channels} channels (R, G, B, A)")
+    return int(key)
+
+
 def _check_int32(box: Box) -> None:
     if min(box[0]) < -(2**31) or max(box[1]) > 2**31:
         raise DvidInputError(
