@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from .blocks import LABEL_TYPES, VOXEL_TYPES
-from .errors import DvidInputError
+from .datatypes.voxels import STORABLE, is_rgba8
+from .errors import DvidInputError, UnsupportedError
 from .geometry import Box, as_box, as_zyx
 
 if TYPE_CHECKING:
@@ -32,18 +33,35 @@ def _as_box(shape_or_box: Sequence[int] | Sequence[Sequence[int]] | np.ndarray, 
     return as_box((start, tuple(a + n for a, n in zip(start, shape))))
 
 
-def _typename(dtype: np.dtype, labels: bool | None) -> str:
+def _typename(dtype: Any, labels: bool | None) -> str:
+    """The DVID type for ``dtype``: labelmap, an imageblk type, or rgba8blk ("rgba8" or numpy's (uint8, 4))."""
+    if is_rgba8(dtype):
+        if labels:
+            raise DvidInputError("label volumes (labelmap) are uint64, not 4 uint8 channels (rgba8)")
+        if "rgba8blk" not in VOXEL_TYPES:
+            raise UnsupportedError(
+                "create_array returns a zarr array, and this version's zarr store cannot open rgba8blk "
+                "instances yet; create one with Voxels.create(node, name, 'rgba8') (or numpy's (uint8, 4)) "
+                "and read and write it through node.voxels(name)"
+            )
+        return "rgba8blk"
+    try:
+        np_dtype = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise DvidInputError(f"DVID has no voxel type for dtype {dtype!r}: its voxel types store {STORABLE}") from None
     if labels is None:
-        labels = dtype == np.uint64
+        labels = np_dtype == np.uint64
     if labels:
-        if dtype != np.uint64:
-            raise DvidInputError(f"label volumes (labelmap) are uint64, got dtype {dtype}")
+        if np_dtype != np.uint64:
+            raise DvidInputError(f"label volumes (labelmap) are uint64, got dtype {np_dtype}")
         return "labelmap"
     for typename, voxel_dtype in VOXEL_TYPES.items():
-        if voxel_dtype == dtype:
+        if voxel_dtype == np_dtype:
             return typename
-    names = ", ".join(d.name for d in VOXEL_TYPES.values())
-    raise DvidInputError(f"DVID has no voxel type for dtype {dtype}; use one of {names} (uint64 labels: labels=True)")
+    raise DvidInputError(
+        f"DVID has no voxel type for dtype {np_dtype}: its voxel types store {STORABLE} "
+        "(uint64 labels: labels=True)"
+    )
 
 
 def create_array(
@@ -71,9 +89,12 @@ def create_array(
     shape : (nz, ny, nx) or ((z0, y0, x0), (z1, y1, x1))
         The voxels the data will cover: a shape (placed at ``offset``) or a
         half-open box. Coordinates may be negative.
-    dtype : dtype
+    dtype : dtype or ``"rgba8"``
         ``uint8``, ``uint16``, ``uint32``, ``float32`` → grayscale (``uint8blk``...);
-        ``uint64`` → ``labelmap`` unless ``labels=False`` (then ``uint64blk``).
+        ``uint64`` → ``labelmap`` unless ``labels=False`` (then ``uint64blk``);
+        ``"rgba8"`` or numpy's ``(uint8, 4)`` → ``rgba8blk`` (4 uint8 channels), when
+        the zarr store can open it (else :class:`UnsupportedError` before anything is
+        created). Any other dtype is refused, naming what DVID can store.
     offset : (z, y, x), optional
         Start of the box when ``shape`` is a shape (default the origin).
     labels : bool, optional
@@ -107,6 +128,8 @@ def create_array(
         The node is committed (nothing is created).
     DvidInputError
         Bad shape, dtype or settings (checked before anything is sent).
+    UnsupportedError
+        ``rgba8`` while the zarr store cannot open rgba8blk instances (nothing is created).
     BadRequestError
         DVID refused the instance (e.g. the name is taken).
     """
@@ -115,8 +138,7 @@ def create_array(
     from .zarr.store import DvidStore
 
     box = _as_box(shape, offset)
-    np_dtype = np.dtype(dtype)
-    typename = _typename(np_dtype, labels)
+    typename = _typename(dtype, labels)
     scales = int(scales)
     if scales < 0:
         raise DvidInputError(f"scales must be >= 0, got {scales}")

@@ -304,3 +304,100 @@ def test_accessor_checks_the_type(dvid_node) -> None:
     dvid_node.create_instance("labelmap", "seg")
     with pytest.raises(DvidInputError, match="labelmap"):
         dvid_node.voxels("seg")
+
+
+# ------------------------------------------------------------ multichannel and edge merges
+def test_rgba8_is_created_from_the_name_or_numpys_subarray_dtype(dvid_node) -> None:
+    for name, dtype in (("by_name", "rgba8"), ("by_numpy", np.dtype((np.uint8, 4))), ("by_type", "rgba8blk")):
+        vol = Voxels.create(dvid_node, name, dtype)
+        assert vol.typename == "rgba8blk"
+        assert vol.dtype == np.uint8 and vol.channel_shape == (4,) and vol.ndim == 4
+    assert dvid_node.typeinfo("by_numpy")["Extended"]["Values"][3]["Label"] == "alpha"
+
+
+def test_other_multichannel_dtypes_are_refused_naming_what_dvid_stores(dvid_node) -> None:
+    sent = dvid_node.transport.requests_sent
+    for dtype in (np.dtype((np.uint8, 3)), np.dtype((np.uint16, 4)), "rgb", np.int16):
+        with pytest.raises(DvidInputError) as err:
+            Voxels.create(dvid_node, "bad", dtype)
+        message = str(err.value)
+        assert "uint8, uint16, uint32, uint64 or float32" in message and "(uint8, 4)" in message and "rgba8" in message
+    with pytest.raises(DvidInputError, match="3 channels of uint8"):
+        Voxels.create(dvid_node, "bad", np.dtype((np.uint8, 3)))
+    assert dvid_node.transport.requests_sent == sent
+
+
+@pytest.mark.parametrize("dtype", [RGBA8, np.uint8, np.uint64], ids=["rgba8", "uint8", "uint64"])
+def test_merge_edges_writes_an_unaligned_box_and_keeps_every_voxel_outside_it(dvid_node, dtype) -> None:
+    vol = Voxels.create(dvid_node, "v", dtype)
+    outer = ((-32, 0, 0), (128, 128, 128))
+    before = random_volume((160, 128, 128), dtype, seed=5)
+    vol.write(before, outer[0])
+    # pydvid's example box: x 10..110, y 20..120, z 30..130 (here shifted to negative z)
+    patch = random_volume((100, 100, 100), dtype, seed=6)
+    start = (-2, 20, 10)
+    sent = dvid_node.transport.requests_sent
+    with pytest.raises(DvidInputError, match="merge_edges=True"):
+        vol.write(patch, start)
+    assert dvid_node.transport.requests_sent == sent
+    vol.write(patch, start, merge_edges=True)
+    expected = before.copy()
+    expected[30:130, 20:120, 10:110] = patch
+    np.testing.assert_array_equal(vol.read(outer), expected)
+    # on fresh space the blocks around the box stay zero, and the bounding box grows block-wise
+    fresh = Voxels.create(dvid_node, "fresh", dtype)
+    fresh.write(patch[:5, :6, :7], (1, -2, 3), merge_edges=True)
+    got = fresh.read(((0, -32, 0), (32, 0, 32)))
+    assert fresh.extents == ((0, -32, 0), (32, 32, 32))
+    np.testing.assert_array_equal(got[1:6, 30:32, 3:10], patch[:5, :2, :7])
+    np.testing.assert_array_equal(fresh.read(((1, 0, 3), (6, 4, 10))), patch[:5, 2:6, :7])
+    got[1:6, 30:32, 3:10] = 0
+    assert not got.any()
+
+
+def test_merge_edges_through_slicing_and_aligned_boxes_go_straight(dvid_node) -> None:
+    vol = Voxels.create(dvid_node, "v", RGBA8)
+    merging = vol.with_options(merge_edges=True)
+    merging[3:5, 0:64, 7:8] = np.full((2, 64, 1, 4), 9, np.uint8)
+    assert (vol[3:5, 0:64, 7:8] == 9).all()
+    assert not vol[0:3, 0:64, 0:32].any() and not vol[3:5, 0:64, 8:32].any()
+    np.testing.assert_array_equal(merging[3:5, 0:2, 6:9, 0], [[[0, 9, 0]] * 2] * 2)  # reads ignore the option
+    sent = dvid_node.transport.requests_sent
+    vol.write(np.ones((32, 32, 32, 4), np.uint8), (32, 0, 0), merge_edges=True)
+    assert dvid_node.transport.requests_sent - sent <= 2  # one POST (plus the lock check), no edge reads
+
+
+def test_merge_edges_reports_a_writer_that_overwrote_its_voxels(dvid_node, monkeypatch) -> None:
+    from dvid_store import ConcurrentWriteError
+
+    vol = Voxels.create(dvid_node, "v", np.uint8)
+    other = dvid_node.client.node(dvid_node.uuid).voxels("v")
+    original = Voxels._write_volume
+
+    def write_then_clobber(self, array, box, params, **kwargs):
+        original(self, array, box, params, **kwargs)
+        if self is vol:  # an independent writer lands between the merge and its check
+            original(other, np.full((32, 32, 32), 200, np.uint8), ((0, 0, 0), (32, 32, 32)), {})
+
+    monkeypatch.setattr(Voxels, "_write_volume", write_then_clobber)
+    with pytest.raises(ConcurrentWriteError, match="another writer"):
+        vol.write(np.ones((10, 10, 10), np.uint8), (5, 5, 5), merge_edges=True)
+
+
+def test_create_array_takes_rgba8_by_name_or_numpy_dtype_and_names_what_dvid_stores(dvid_node) -> None:
+    from dvid_store import create_array
+    from dvid_store.blocks import VOXEL_TYPES as ZARR_READY
+
+    sent = dvid_node.transport.requests_sent
+    for dtype in (np.dtype((np.uint16, 3)), "int8", "rgb"):
+        with pytest.raises(DvidInputError, match=r"uint8, uint16, uint32, uint64 or float32.*\(uint8, 4\)"):
+            create_array(dvid_node, "bad", (32, 32, 32), dtype)
+    assert dvid_node.transport.requests_sent == sent
+    for name, dtype in (("by_name", "rgba8"), ("by_numpy", np.dtype((np.uint8, 4)))):
+        if "rgba8blk" in ZARR_READY:  # the zarr store opens rgba8blk: a zarr array over a new instance
+            create_array(dvid_node, name, (32, 32, 32), dtype)
+            assert dvid_node.voxels(name).typename == "rgba8blk"
+        else:  # refused before anything is created, pointing at the node API
+            with pytest.raises(UnsupportedError, match=r"Voxels.create\(node, name, 'rgba8'\)"):
+                create_array(dvid_node, name, (32, 32, 32), dtype)
+            assert name not in dvid_node.instances()

@@ -29,13 +29,13 @@ import lz4.block
 import numpy as np
 
 from ..errors import DvidInputError, MalformedAnswerError, UnsupportedError
-from ..geometry import Box, aligned_box, as_box, box_shape, xyz_string
+from ..geometry import Box, aligned_box, as_box, box_shape, is_aligned, xyz_string
 from .volume import VolumeInstance
 
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["RGBA8", "VOXEL_TYPES", "Voxels"]
+__all__ = ["RGBA8", "STORABLE", "VOXEL_TYPES", "Voxels", "is_rgba8"]
 
 #: Pass as ``dtype`` to :meth:`Voxels.create` for an ``rgba8blk`` instance.
 RGBA8 = "rgba8"
@@ -73,6 +73,11 @@ class Voxels(VolumeInstance):
     typenames: ClassVar[tuple[str, ...]] = tuple(VOXEL_TYPES.values())
     default_typename: ClassVar[str] = "uint8blk"
     _read_transfer_options: ClassVar[tuple[str, ...]] = ("compress",)
+    _write_only_options: ClassVar[tuple[str, ...]] = ("merge_edges",)
+    _unaligned_hint: ClassVar[str] = (
+        "; or pass merge_edges=True (slicing: vol.with_options(merge_edges=True)) to have those blocks "
+        "read, merged and written back"
+    )
 
     @property
     def channel_shape(self) -> tuple[int, ...]:  # type: ignore[override]
@@ -104,7 +109,8 @@ class Voxels(VolumeInstance):
             Instance name.
         dtype : numpy dtype or ``"rgba8"``
             ``uint8`` → uint8blk, ``uint16`` → uint16blk, ``uint32``, ``uint64``,
-            ``float32`` → float32blk; ``"rgba8"`` → rgba8blk (4 uint8 channels).
+            ``float32`` → float32blk; ``"rgba8"`` or numpy's ``(uint8, 4)`` →
+            rgba8blk (4 uint8 channels R, G, B, A).
         block_size : int or (z, y, x)
             Block size in voxels (DVID's default is 32³).
         voxel_size : float or (z, y, x)
@@ -279,8 +285,9 @@ class Voxels(VolumeInstance):
         roi: str | None = None,
         throttle: bool = False,
         compress: bool = False,
+        merge_edges: bool = False,
     ) -> None:
-        """Write a block-aligned array (``POST /raw``).
+        """Write an array (``POST /raw``): block-aligned, or any box with ``merge_edges=True``.
 
         Parameters
         ----------
@@ -297,23 +304,36 @@ class Voxels(VolumeInstance):
         compress : bool
             Must stay ``False``: DVID v1.0.0's imageblk ``POST /raw`` takes
             uncompressed voxels only.
+        merge_edges : bool
+            Accept a box that is not block-aligned (DVID stores whole blocks only):
+            the blocks it covers in part are read, ``array`` is merged in, and they
+            are written back whole, so every voxel outside the box keeps its value.
+            The merge holds per-block locks (per process, and cluster-wide on a
+            dask.distributed worker) and reads the merged blocks back afterwards:
+            :class:`~dvid_store.errors.ConcurrentWriteError` if an independent writer
+            overwrote this write's voxels meanwhile. DVID's stored bounding box then
+            grows to the enclosing aligned box. Aligned boxes are written directly.
 
         Raises
         ------
         DvidInputError
-            Wrong dtype or shape, or the box is not block-aligned (the message
-            names the enclosing aligned box). Nothing is sent.
+            Wrong dtype or shape, or the box is not block-aligned and
+            ``merge_edges`` is not set (the message names the enclosing aligned
+            box). Nothing is sent.
         LockedNodeError
             The node is committed. Nothing is sent.
         UnsupportedError
             ``compress=True``.
+        ConcurrentWriteError
+            ``merge_edges=True`` and another process wrote over this write's voxels
+            in a shared block (write the box again).
         """
         if compress:
             raise UnsupportedError(
                 "DVID's imageblk POST /raw only takes uncompressed voxels (it has no compression option); "
                 "write with compress=False"
             )
-        arr, box = self._check_write(array, offset)
+        arr, box = self._check_write(array, offset, aligned=not merge_edges)
         self.require_writable("writing voxels")
         self._check_roi(roi)
         params: dict[str, Any] = {}
@@ -321,20 +341,49 @@ class Voxels(VolumeInstance):
             params["roi"] = roi
         if throttle:
             params["throttle"] = "true"
-        self._write_volume(arr, box, params, idempotent=True, sequential=throttle)
+        if is_aligned(box, self.block_shape):
+            self._write_volume(arr, box, params, idempotent=True, sequential=throttle)
+        else:
+            self._write_merging_edges(arr, box, params, sequential=throttle)
+
+
+#: What DVID's imageblk types can store, for error messages.
+STORABLE = (
+    "uint8, uint16, uint32, uint64 or float32 (one channel), or 4 uint8 channels R, G, B, A "
+    "('rgba8', or numpy's (uint8, 4))"
+)
+
+
+def is_rgba8(dtype: Any) -> bool:
+    """Whether ``dtype`` asks for DVID's ``rgba8blk``.
+
+    ``"rgba8"`` (also ``"rgba8blk"``, ``"rgba"``) or numpy's ``(uint8, 4)`` do.
+    """
+    if isinstance(dtype, str) and dtype.lower() in (RGBA8, "rgba8blk", "rgba"):
+        return True
+    try:
+        key = np.dtype(dtype)
+    except (TypeError, ValueError):
+        return False
+    return key.subdtype is not None and key.subdtype[0] == np.uint8 and key.subdtype[1] == (4,)
 
 
 def _typename_for(dtype: Any) -> str:
-    if isinstance(dtype, str) and dtype.lower() in (RGBA8, "rgba8blk", "rgba"):
+    """The imageblk type storing ``dtype``; :class:`DvidInputError` naming what DVID can store otherwise."""
+    if is_rgba8(dtype):
         return "rgba8blk"
     try:
         key = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):
         key = None
     if key is None or key not in VOXEL_TYPES:
+        shown = dtype if key is None else key
+        channels = ""
+        if key is not None and key.subdtype is not None:
+            channels = f" ({int(np.prod(key.subdtype[1]))} channels of {key.subdtype[0]})"
         raise DvidInputError(
-            f"DVID has no voxel type for dtype {dtype!r}: use uint8, uint16, uint32, uint64, float32 "
-            "or 'rgba8' (labels go in a labelmap: Labelmap.create)"
+            f"DVID has no voxel type for dtype {shown!r}{channels}: its voxel types store {STORABLE} "
+            "(labels go in a labelmap: Labelmap.create)"
         )
     return VOXEL_TYPES[key]
 
