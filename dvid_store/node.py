@@ -294,6 +294,7 @@ class Node:
         compress: bool = False,
         *,
         params: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> bytes:
         """Send any request to an endpoint under this node (libdvid's ``custom_request``).
 
@@ -313,6 +314,9 @@ class Node:
             as LZ4 (labelmap and labelarray ``/raw`` do, for example).
         params : dict, optional
             Extra query parameters.
+        timeout : float, optional
+            Seconds to wait for the connection and for each part of the answer, for
+            this call only (default: the client's).
 
         Returns
         -------
@@ -350,8 +354,18 @@ class Node:
             key, _, value = item.partition("=")
             query.setdefault(key, value)
         full = f"/api/node/{self.uuid}/{path.lstrip('/')}"
+        limits = None if timeout is None else (float(timeout), float(timeout))
+        if method == "HEAD":
+            # A HEAD answer has no body even where it declares the length of the GET's;
+            # reading none (the body reader is never started) keeps that from counting as cut.
+            self.transport.stream(
+                "HEAD", full, lambda pieces: None, params=query, data=body, expect_empty=False, timeout=limits
+            )
+            return b""
         # Any answer DVID gives is the caller's to read, HTML included (keyvalue values).
-        answer = self.transport.request(method, full, params=query, data=body, expect_empty=False, allow_html=True)
+        answer = self.transport.request(
+            method, full, params=query, data=body, expect_empty=False, allow_html=True, timeout=limits
+        )
         if compress and method == "GET":
             # Decoded after the exchange, not inside it: an endpoint that ignores
             # compression=lz4 answers the same on every attempt, so retrying is useless.
