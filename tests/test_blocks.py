@@ -329,3 +329,29 @@ def test_block_boxes_cover_each_block_once(coords: set[tuple[int, int, int]], ca
         assert nz * ny * nx <= cap
         covered += [(z + a, y + b, x + c) for a in range(nz) for b in range(ny) for c in range(nx)]
     assert sorted(covered) == sorted(coords)
+
+
+def test_parts_raise_the_first_failure_after_the_running_ones_end() -> None:
+    import threading
+
+    from dvid_store.blocks import run_parts
+
+    started: list[int] = []
+    ended: list[int] = []
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def run(part: int) -> None:
+        with lock:
+            started.append(part)
+        if part == 0:
+            failed.set()
+            raise DvidInputError("part 0 failed")
+        failed.wait()  # still running when part 0 fails
+        with lock:
+            ended.append(part)
+
+    with pytest.raises(DvidInputError, match="part 0 failed"):
+        run_parts(run, list(range(10)), in_flight=3)
+    # every part that started had ended when the call returned: nothing runs on behind the caller
+    assert sorted(ended + [0]) == sorted(started) and 1 in ended and 2 in ended
