@@ -68,6 +68,9 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         Transfer encoding of block reads (see :class:`~dvid_store.blocks.BlockIO`).
     throttle : bool
         Send DVID's ``throttle=true`` with every block request.
+    chunk_blocks : int or (int, int, int), optional
+        DVID blocks per zarr chunk (see :class:`~dvid_store.DvidStore`); default: chunks
+        of about 8 MiB. ``storage_options={"chunk_blocks": 1}`` gives a chunk per block.
     timeout, retry_seconds, deadline : optional
         The client's limits (see :class:`~dvid_store.DvidClient`): connect and read
         timeouts, how long a request is retried, and the wall-clock limit of one call.
@@ -99,6 +102,7 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         supervoxels: bool = False,
         compression: str | None = None,
         throttle: bool = False,
+        chunk_blocks: int | tuple[int, int, int] | list[int] | None = None,
         timeout: float | tuple[float, float] | None = None,
         retry_seconds: float | None = None,
         deadline: float | None = None,
@@ -106,6 +110,7 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
     ) -> None:
         super().__init__(**kwargs)
         self.throttle = bool(throttle)
+        self.chunk_blocks = chunk_blocks
         # Plain numbers (not a RetryPolicy): fsspec keeps constructor arguments as the
         # filesystem's identity and pickle.
         self._limits: dict[str, Any] = {}
@@ -173,7 +178,7 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         if store is None:
             store = DvidStore(
                 Node(client, uuid), parsed.instance, supervoxels=self.supervoxels, compression=self.compression,
-                throttle=self.throttle,
+                throttle=self.throttle, chunk_blocks=self.chunk_blocks,
             )
             self._stores[key] = store
         return store

@@ -80,8 +80,8 @@ def test_dask_from_zarr_url(gray) -> None:
 
 def test_mapper_keys_and_documents(gray, dvid_node: Node) -> None:
     url, _data, _start = gray
-    mapper = fsspec.get_mapper(url)
-    store = DvidStore(dvid_node, "gray")
+    mapper = fsspec.get_mapper(url, chunk_blocks=1)
+    store = DvidStore(dvid_node, "gray", chunk_blocks=1)
     assert json.loads(mapper["zarr.json"]) == json.loads(store._docs["zarr.json"])
     assert json.loads(mapper["0/zarr.json"]) == json.loads(store._docs["0/zarr.json"])
     keys = set(mapper)
@@ -99,7 +99,7 @@ def test_mapper_keys_and_documents(gray, dvid_node: Node) -> None:
 
 def test_cat_of_many_chunks_is_one_request(gray, dvid_node: Node) -> None:
     url, _data, _start = gray
-    fs = DvidFileSystem()
+    fs = DvidFileSystem(chunk_blocks=1)
     root = url[len("dvid://") :]
     paths = [f"{root}/0/c/{z}/{y}/{x}" for z in range(3) for y in range(2) for x in range(4)]
     fs.cat_file(paths[0])  # resolves the node and reads the layout once
@@ -117,7 +117,7 @@ def test_cat_of_many_chunks_is_one_request(gray, dvid_node: Node) -> None:
 
 def test_listing_info_and_exists(gray) -> None:
     url, _data, _start = gray
-    fs = fsspec.filesystem("dvid")
+    fs = fsspec.filesystem("dvid", chunk_blocks=1)
     root = url[len("dvid://") :]
     assert sorted(fs.ls(root, detail=False)) == [f"{root}/0", f"{root}/zarr.json"]
     assert sorted(fs.ls(f"{root}/0", detail=False)) == [f"{root}/0/c", f"{root}/0/zarr.json"]
@@ -148,7 +148,7 @@ def test_byte_ranges(gray) -> None:
 
 def test_rm_writes_zero_chunks_only(gray, dvid_node: Node) -> None:
     url, _data, _start = gray
-    fs = fsspec.filesystem("dvid")
+    fs = fsspec.filesystem("dvid", chunk_blocks=1)
     root = url[len("dvid://") :]
     chunk = fs.find(f"{root}/0/c")[0]
     fs.rm(chunk)
@@ -303,7 +303,7 @@ def test_copy_and_move_say_what_to_do_instead(gray) -> None:
 
 def test_removed_chunk_still_exists_as_zero_block(gray) -> None:
     url, _data, _start = gray
-    fs = fsspec.filesystem("dvid")
+    fs = fsspec.filesystem("dvid", chunk_blocks=1)
     root = url[len("dvid://") :]
     chunk = fs.find(f"{root}/0/c")[0]
     fs.rm(chunk)

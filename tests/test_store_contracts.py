@@ -94,7 +94,8 @@ class TestDvidStoreContract(StoreTests[DvidStore, cpu.Buffer]):
     @pytest.fixture
     def store_kwargs(self, dvid_node: Node) -> dict[str, Any]:
         create_array(dvid_node, "gray", (2 * BLOCK, 2 * BLOCK, 2 * BLOCK), "uint8", block_size=BLOCK)
-        return {"node": dvid_node, "instance": "gray", "scale": 0}
+        # zarr's store tests write one block-sized value per key: a chunk per block
+        return {"node": dvid_node, "instance": "gray", "scale": 0, "chunk_blocks": 1}
 
     @pytest.fixture
     def store(self, open_kwargs: dict[str, Any]) -> DvidStore:
@@ -119,7 +120,9 @@ class TestDvidStoreContract(StoreTests[DvidStore, cpu.Buffer]):
 
     # ---------------------------------------------------- abstract in zarr
     def test_store_repr(self, store: DvidStore) -> None:
-        assert repr(store) == f"DvidStore({store.layout.server!r}, {store.node.uuid[:8]!r}, 'gray', scale=0)"
+        head = f"DvidStore({store.layout.server!r}, {store.node.uuid[:8]!r}, 'gray'"
+        expected = head + ", scale=0, chunk_blocks=(1, 1, 1))"
+        assert repr(store) == expected
 
     def test_store_supports_writes(self, store: DvidStore) -> None:
         assert store.supports_writes
@@ -326,7 +329,7 @@ class TestDvidStoreContract(StoreTests[DvidStore, cpu.Buffer]):
         await store.set("zarr.json", _buffer(self._document(store)))
         with pytest.raises(DvidInputError, match="cannot be changed"):
             await store.set("zarr.json", _buffer(b'{"zarr_format": 3, "node_type": "group"}'))
-        with pytest.raises(DvidInputError, match="whole DVID block"):
+        with pytest.raises(DvidInputError, match="whole chunk"):
             await store.set("c/0/0/0", _buffer(b"\x01\x02\x03\x04"))
         for key in ("c/0", "foo/c/0.0", "foo/0/0", "c/2/0/0"):
             with pytest.raises(DvidInputError, match="not a chunk"):

@@ -192,7 +192,8 @@ def gray_machine(block: ZYX, compression: str) -> type[RuleBasedStateMachine]:
             self.name = _unique("gray")
             self.origin = region[0]
             array = create_array(node, self.name, region, "uint8", block_size=block, compression=compression)
-            assert tuple(array.attrs["dvid"]["offset"]) == self.origin and array.chunks == block
+            assert tuple(array.attrs["dvid"]["offset"]) == self.origin
+            assert array.chunks == tuple(b * k for b, k in zip(block, array.attrs["dvid"]["chunk_blocks"]))
             self.model = np.zeros(_shape(region), np.uint8)
             self.steps = 0
 
@@ -330,7 +331,8 @@ def label_machine(block: ZYX) -> type[RuleBasedStateMachine]:
             self.name = _unique("seg")
             self.origin = region[0]
             array = create_array(node, self.name, region, "uint64", block_size=block)
-            assert tuple(array.attrs["dvid"]["offset"]) == self.origin and array.chunks == block
+            assert tuple(array.attrs["dvid"]["offset"]) == self.origin
+            assert array.chunks == tuple(b * k for b, k in zip(block, array.attrs["dvid"]["chunk_blocks"]))
             self.supervoxels = np.zeros(_shape(region), np.uint64)
             self.body_of: dict[int, int] = {}  # supervoxel -> body, for merged supervoxels only
             self.counter = itertools.count(1)

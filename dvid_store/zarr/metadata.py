@@ -6,7 +6,8 @@ once from DVID and pinned; see :mod:`dvid_store.layout`, where the conventions o
 indices and physical coordinates are described).
 
 * Array ``"<level>"`` of the group is the layout's level ``"<level>"``; its chunk
-  shape is the DVID block size, its codec the plain little-endian ``bytes``.
+  shape is a whole number of DVID blocks per axis (``chunk_blocks``; see
+  :func:`default_chunk_blocks`), its codec the plain little-endian ``bytes``.
 * The group carries OME-Zarr 0.5 ``multiscales`` (physical ``scale`` and
   ``translation`` of every level, from :func:`~dvid_store.layout.level_transform`),
   a ``dvid`` block of DVID's own attributes, and inline consolidated metadata.
@@ -32,11 +33,40 @@ from ..layout import discover_layout as discover_layout
 from ..layout import physical_axis as physical_axis
 
 __all__ = [
+    "CHUNK_TARGET_BYTES",
     "array_document",
+    "default_chunk_blocks",
     "group_document",
     "metadata_documents",
     "normalised_document",
 ]
+
+ZYX = tuple[int, int, int]
+
+#: What :func:`default_chunk_blocks` aims a zarr chunk at.
+CHUNK_TARGET_BYTES = 8 * 1024 * 1024
+
+
+def default_chunk_blocks(block_shape: ZYX, itemsize: int, target_bytes: int = CHUNK_TARGET_BYTES) -> ZYX:
+    """DVID blocks per zarr chunk along each axis: the cube of blocks nearest ``target_bytes``.
+
+    A zarr chunk read is one DVID request, and zarr and dask take the array's chunks
+    as their unit of work (``da.from_zarr`` makes one task per chunk, ``xr.open_zarr``
+    starts from them), so chunks of one small block leave a far server's link idle
+    behind ten requests in flight and give dask millions of tasks. Chunks of a few
+    MiB keep the link busy with zarr's default concurrency; a smaller read still
+    fetches whole chunks, so random access to tiny regions is better served by
+    ``chunk_blocks=1``.
+    """
+    block_bytes = int(np.prod(block_shape)) * int(itemsize)
+    per_axis = max(1, round((target_bytes / max(1, block_bytes)) ** (1 / 3)))
+    return (per_axis, per_axis, per_axis)
+
+
+def chunk_shape_of(level: Level, chunk_blocks: ZYX) -> ZYX:
+    """A level's zarr chunk shape in voxels."""
+    return tuple(b * k for b, k in zip(level.block_shape, chunk_blocks))  # type: ignore[return-value]
+
 
 def _dvid_attributes(layout: Layout, level: Level | None) -> dict[str, Any]:
     attrs: dict[str, Any] = {
@@ -66,19 +96,21 @@ def _dvid_attributes(layout: Layout, level: Level | None) -> dict[str, Any]:
     return attrs
 
 
-def array_document(layout: Layout, level: Level) -> dict[str, Any]:
+def array_document(layout: Layout, level: Level, chunk_blocks: ZYX = (1, 1, 1)) -> dict[str, Any]:
     """The ``zarr.json`` of one level's array, as JSON-ready data (zarr-normalised)."""
     dtype = np.dtype(layout.dtype)
+    attributes = _dvid_attributes(layout, level)
+    attributes["chunk_blocks"] = list(chunk_blocks)
     doc = {
         "zarr_format": 3,
         "node_type": "array",
         "shape": list(level.shape),
         "data_type": dtype.name,
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(level.block_shape)}},
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk_shape_of(level, chunk_blocks))}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": 0,
         "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
-        "attributes": {"dvid": _dvid_attributes(layout, level)},
+        "attributes": {"dvid": attributes},
         "dimension_names": ["z", "y", "x"],
     }
     return normalised_document(doc)
@@ -118,7 +150,7 @@ def _ome(layout: Layout) -> dict[str, Any]:
     }
 
 
-def group_document(layout: Layout) -> dict[str, Any]:
+def group_document(layout: Layout, chunk_blocks: ZYX = (1, 1, 1)) -> dict[str, Any]:
     """The group's ``zarr.json``: OME-Zarr 0.5 ``multiscales``, a ``dvid`` block, inline consolidated metadata."""
     doc = {
         "zarr_format": 3,
@@ -127,7 +159,7 @@ def group_document(layout: Layout) -> dict[str, Any]:
         "consolidated_metadata": {
             "kind": "inline",
             "must_understand": False,
-            "metadata": {level.path: array_document(layout, level) for level in layout.levels},
+            "metadata": {level.path: array_document(layout, level, chunk_blocks) for level in layout.levels},
         },
     }
     return normalised_document(doc)
@@ -159,7 +191,7 @@ def normalised_document(doc: Mapping[str, Any]) -> dict[str, Any]:
     return normalised
 
 
-def metadata_documents(layout: Layout, scale: int | None) -> dict[str, bytes]:
+def metadata_documents(layout: Layout, scale: int | None, chunk_blocks: ZYX = (1, 1, 1)) -> dict[str, bytes]:
     """Every metadata key of the store and its bytes.
 
     Parameters
@@ -169,11 +201,13 @@ def metadata_documents(layout: Layout, scale: int | None) -> dict[str, bytes]:
     scale : int or None
         ``None``: the multiscale group (``zarr.json``, ``"<level>/zarr.json"``);
         an int: that level alone as the root array (``zarr.json``).
+    chunk_blocks : (int, int, int)
+        DVID blocks per zarr chunk along z, y, x.
     """
     if scale is None:
-        docs = {"zarr.json": group_document(layout)}
+        docs = {"zarr.json": group_document(layout, chunk_blocks)}
         for level in layout.levels:
-            docs[f"{level.path}/zarr.json"] = array_document(layout, level)
+            docs[f"{level.path}/zarr.json"] = array_document(layout, level, chunk_blocks)
     else:
-        docs = {"zarr.json": array_document(layout, layout.level(scale))}
+        docs = {"zarr.json": array_document(layout, layout.level(scale), chunk_blocks)}
     return {key: json.dumps(doc, indent=2).encode() for key, doc in docs.items()}

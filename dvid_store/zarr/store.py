@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterable
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +37,7 @@ from ..errors import DvidInputError, LockedNodeError, UnsupportedError
 from ..layout import Layout, Level, discover_layout
 from ..urls import parse_url
 from .coalesce import Batcher, FailureScope, io_executor
-from .metadata import metadata_documents, normalised_document
+from .metadata import chunk_shape_of, default_chunk_blocks, metadata_documents, normalised_document
 
 if TYPE_CHECKING:
     from zarr.core.buffer import Buffer, BufferPrototype
@@ -56,12 +58,26 @@ class DvidStore(Store):
     OME-Zarr 0.5 ``multiscales`` attributes and inline consolidated metadata. With
     ``scale=k`` the store's root is that level's array.
 
-    Each array has chunk shape = DVID block size, dimension names ``z, y, x``, fill
-    value 0 and the plain little-endian ``bytes`` codec; index 0 is the block-aligned
-    minimum point of the instance's extents (attribute ``dvid.offset``), so negative
-    DVID coordinates are reachable. Missing blocks read as 0.
+    Each array's chunk is ``chunk_blocks`` DVID blocks along z, y and x (by default
+    the cube of blocks nearest 8 MiB: 6³ blocks of 32³ uint8, 2³ of 64³ uint64; see
+    :func:`~dvid_store.zarr.metadata.default_chunk_blocks`), with dimension names
+    ``z, y, x``, fill value 0 and the plain little-endian ``bytes`` codec; index 0 is
+    the block-aligned minimum point of the instance's extents (attribute
+    ``dvid.offset``), so negative DVID coordinates are reachable. Missing blocks read
+    as 0. A chunk read is one DVID request for its blocks, so zarr's ten concurrent
+    chunk reads keep a far server's link busy, and ``da.from_zarr`` and
+    ``xr.open_zarr`` get chunks of a useful size. ``chunk_blocks=1`` gives one chunk
+    per block (for random access to small regions).
 
-    Writes: a full chunk becomes a block write. Every write that would change
+    Writes: a chunk becomes writes of its blocks, and only of the blocks the caller
+    changed. zarr writes a chunk whole: a write that covers part of a chunk reads
+    it, changes the selection and writes all of it back. The store keeps what it
+    served to that read and, when the chunk comes back, writes only the blocks that
+    differ from it, so a block the caller did not touch is never written (another
+    writer's change to it survives). Blocks beyond the instance's extents, which an
+    edge chunk contains, are never written. This holds with zarr's default codec
+    pipeline; under another one (``zarr.config["codec_pipeline.path"]``) writes of
+    multi-block chunks are refused. Every write that would change
     metadata is refused before a single block is written: writing metadata that
     differs from the synthesised documents, ``resize`` (which would delete chunks
     first), ``mode="w"``, deleting metadata; DVID data is never wiped. Writes to a
@@ -110,6 +126,9 @@ class DvidStore(Store):
     throttle : bool
         Send DVID's ``throttle=true`` with every block request (see
         :class:`~dvid_store.blocks.BlockIO`).
+    chunk_blocks : int or (int, int, int), optional
+        DVID blocks per zarr chunk along z, y, x (one int: the same along each);
+        default: :func:`~dvid_store.zarr.metadata.default_chunk_blocks`.
     layout : Layout, optional
         A layout read before (skips the ``/info`` requests).
 
@@ -119,10 +138,9 @@ class DvidStore(Store):
     also across pickling, so chunk keys keep naming the same blocks. Open a new store
     to see extents that grew since.
 
-    Gets that zarr issues together become one ``/specificblocks`` request; zarr issues
-    at most ``zarr.config["async.concurrency"]`` (default 10) at a time, so raise that
-    setting for bigger batches, or use :func:`dvid_store.open_dask`, which reads whole
-    dask chunks per request.
+    Gets of small chunks that zarr issues together share one ``/specificblocks``
+    request (up to about 4 MiB); bigger chunks are a request each, so several are in
+    flight at once.
     """
 
     supports_writes: bool = True
@@ -143,6 +161,7 @@ class DvidStore(Store):
         max_blocks: int = DEFAULT_MAX_BLOCKS,
         max_bytes: int = DEFAULT_MAX_BYTES,
         throttle: bool = False,
+        chunk_blocks: int | Sequence[int] | None = None,
         layout: Layout | None = None,
         _locked: bool | None = None,
     ) -> None:
@@ -174,16 +193,18 @@ class DvidStore(Store):
         self._throttle = bool(throttle)
         self._layout = layout
         self._locked = locked
+        self._chunk_blocks = _chunk_blocks(chunk_blocks, layout)
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._docs = metadata_documents(self._layout, self._scale)
+        self._docs = metadata_documents(self._layout, self._scale, self._chunk_blocks)
         self._doc_json = {k: json.loads(v) for k, v in self._docs.items()}
         self._io: dict[str, BlockIO] = {}
         self._sv_io: dict[str, BlockIO] = {}
         self._failures = FailureScope()
         self._readers: dict[str, Batcher[ZYX, np.ndarray | None]] = {}
         self._writers: dict[str, Batcher[tuple[ZYX, np.ndarray], None]] = {}
+        self._served = _ServedChunks()
         self._is_open = True
 
     @classmethod
@@ -225,6 +246,11 @@ class DvidStore(Store):
         return self._supervoxels
 
     @property
+    def chunk_blocks(self) -> ZYX:
+        """DVID blocks per zarr chunk along z, y, x."""
+        return self._chunk_blocks
+
+    @property
     def locked(self) -> bool:
         """Whether writes are refused with LockedNodeError: the node was committed when the store was opened."""
         return self._locked
@@ -233,6 +259,7 @@ class DvidStore(Store):
         return (
             self._node, self._instance, self._scale, self._supervoxels, self.read_only,
             self._compression, self._max_blocks, self._max_bytes, self._throttle, self._layout,
+            self._chunk_blocks,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -245,6 +272,7 @@ class DvidStore(Store):
         extra = f", scale={self._scale}" if self._scale is not None else ""
         extra += ", supervoxels=True" if self._supervoxels else ""
         extra += ", read_only=True" if self.read_only else ""
+        extra += f", chunk_blocks={self._chunk_blocks}"
         return f"DvidStore({self._layout.server!r}, {self._node.uuid[:8]!r}, {self._instance!r}{extra})"
 
     def __getstate__(self) -> dict[str, Any]:
@@ -252,7 +280,7 @@ class DvidStore(Store):
             "node": self._node, "instance": self._instance, "scale": self._scale,
             "supervoxels": self._supervoxels, "read_only": self._read_only, "locked": self._locked,
             "compression": self._compression, "max_blocks": self._max_blocks, "max_bytes": self._max_bytes,
-            "throttle": self._throttle, "layout": self._layout,
+            "throttle": self._throttle, "layout": self._layout, "chunk_blocks": self._chunk_blocks,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -267,6 +295,7 @@ class DvidStore(Store):
         self._max_bytes = state["max_bytes"]
         self._throttle = state.get("throttle", False)
         self._layout = state["layout"]
+        self._chunk_blocks = tuple(state.get("chunk_blocks", (1, 1, 1)))
         self._init_runtime()
 
     def with_read_only(self, read_only: bool = False) -> DvidStore:
@@ -274,7 +303,8 @@ class DvidStore(Store):
         return type(self)(
             self._node, self._instance, scale=self._scale, supervoxels=self._supervoxels,
             read_only=read_only, compression=self._compression, max_blocks=self._max_blocks,
-            max_bytes=self._max_bytes, throttle=self._throttle, layout=self._layout, _locked=self._locked,
+            max_bytes=self._max_bytes, throttle=self._throttle, chunk_blocks=self._chunk_blocks,
+            layout=self._layout, _locked=self._locked,
         )
 
     async def _open(self) -> None:
@@ -320,14 +350,14 @@ class DvidStore(Store):
         Returns
         -------
         int or None
-            The length of a metadata document; one whole block's bytes for a chunk
-            key (whether or not DVID holds the block); ``None`` for any other key.
+            The length of a metadata document; one whole chunk's bytes for a chunk
+            key (whether or not DVID holds its blocks); ``None`` for any other key.
         """
         doc = self._docs.get(key)
         if doc is not None:
             return len(doc)
         parsed = self._chunk(key)
-        return None if parsed is None else self._block_io(parsed[0]).block_nbytes
+        return None if parsed is None else self._chunk_nbytes(parsed[0])
 
     def check_delete(self, key: str) -> None:
         """Raise what :meth:`delete` of ``key`` would raise before writing anything; send nothing.
@@ -355,8 +385,35 @@ class DvidStore(Store):
             return [("", self._layout.level(self._scale))]
         return [(f"{level.path}/", level) for level in self._layout.levels]
 
+    def _chunk_grid(self, level: Level) -> ZYX:
+        """Chunks per axis of a level's array."""
+        return tuple(-(-g // k) for g, k in zip(level.grid, self._chunk_blocks))  # type: ignore[return-value]
+
+    def _chunk_nbytes(self, level: Level) -> int:
+        return int(np.prod(chunk_shape_of(level, self._chunk_blocks))) * np.dtype(self._layout.dtype).itemsize
+
+    def _chunk_box(self, level: Level, index: ZYX) -> tuple[ZYX, ZYX]:
+        """The voxel box of a chunk's blocks that lie inside the level's grid (its extents)."""
+        start, stop = [], []
+        for i, k, g, o, b in zip(index, self._chunk_blocks, level.grid, level.origin_block, level.block_shape):
+            first = i * k
+            start.append((o + first) * b)
+            stop.append((o + min(first + k, g)) * b)
+        return tuple(start), tuple(stop)  # type: ignore[return-value]
+
+    def _chunk_blocks_of(self, level: Level, index: ZYX) -> list[ZYX]:
+        """Block coordinates of a chunk inside the level's grid, in C order."""
+        (z0, y0, x0), (z1, y1, x1) = self._chunk_box(level, index)
+        bz, by, bx = level.block_shape
+        return [
+            (z, y, x)
+            for z in range(z0 // bz, z1 // bz)
+            for y in range(y0 // by, y1 // by)
+            for x in range(x0 // bx, x1 // bx)
+        ]
+
     def _chunk(self, key: str) -> tuple[Level, ZYX] | None:
-        """The (level, block coordinate) of a chunk key inside its grid, else ``None``."""
+        """The (level, chunk index) of a chunk key inside its grid, else ``None``."""
         if self._scale is not None:
             head, rest = self._layout.level(self._scale), key
         else:
@@ -374,14 +431,14 @@ class DvidStore(Store):
             index = tuple(int(p) for p in parts[1:])
         except ValueError:
             return None
-        if any(i < 0 or i >= n or str(i) != p for i, n, p in zip(index, head.grid, parts[1:])):
+        if any(i < 0 or i >= n or str(i) != p for i, n, p in zip(index, self._chunk_grid(head), parts[1:])):
             return None
-        origin = head.origin_block
-        return head, (origin[0] + index[0], origin[1] + index[1], origin[2] + index[2])
+        return head, index  # type: ignore[return-value]
 
     def _key(self, prefix: str, level: Level, coord: ZYX) -> str:
-        o = level.origin_block
-        return f"{prefix}c/{coord[0] - o[0]}/{coord[1] - o[1]}/{coord[2] - o[2]}"
+        """The key of the chunk holding block ``coord``."""
+        z, y, x = ((c - o) // k for c, o, k in zip(coord, level.origin_block, self._chunk_blocks))
+        return f"{prefix}c/{z}/{y}/{x}"
 
     def _block_io(self, level: Level) -> BlockIO:
         io = self._io.get(level.path)
@@ -396,15 +453,27 @@ class DvidStore(Store):
         return io
 
     def _reader(self, level: Level) -> Batcher[ZYX, np.ndarray | None]:
+        """Chunk reads of a level, by chunk index: small chunks issued together share a request."""
         reader = self._readers.get(level.path)
         if reader is None:
             io = self._block_io(level)
+            shape = chunk_shape_of(level, self._chunk_blocks)
 
-            def read(coords: list[ZYX]) -> list[np.ndarray | None]:
-                found = io.read(coords)
-                return [found.get(c) for c in coords]
+            def read(indices: list[ZYX]) -> list[np.ndarray | None]:
+                if len(indices) == 1 and self._chunk_blocks != (1, 1, 1):
+                    # One chunk of many blocks: decode them straight into it (no per-block copies).
+                    chunk = np.zeros(shape, io.dtype)
+                    start, stop = self._chunk_box(level, indices[0])
+                    io.read_box((start, stop), out=chunk[tuple(slice(0, b - a) for a, b in zip(start, stop))])
+                    return [chunk]
+                wanted = {index: self._chunk_blocks_of(level, index) for index in indices}
+                found = io.read([c for coords in wanted.values() for c in coords])
+                return [_assemble(shape, io.dtype, level, self._chunk_box(level, i)[0], wanted[i], found)
+                        for i in indices]
 
-            reader = self._readers[level.path] = Batcher(read, max_items=io.blocks_per_request, scope=self._failures)
+            per_request = max(1, _SHARED_REQUEST_BYTES // self._chunk_nbytes(level))
+            max_items = min(per_request, max(1, io.blocks_per_request // int(np.prod(self._chunk_blocks))))
+            reader = self._readers[level.path] = Batcher(read, max_items=max_items, scope=self._failures)
         return reader
 
     def _writer(self, level: Level) -> Batcher[tuple[ZYX, np.ndarray], None]:
@@ -454,11 +523,14 @@ class DvidStore(Store):
         parsed = self._chunk(key)
         if parsed is None:
             return None
-        level, coord = parsed
-        block = await self._reader(level).submit(coord)
-        if block is None:
+        level, index = parsed
+        for_rewrite = _zarr_rewrite_read()
+        chunk = await self._reader(level).submit(index)
+        if for_rewrite:
+            self._served.keep(key, chunk)
+        if chunk is None:
             return None
-        data = block.reshape(-1).view(np.uint8)
+        data = chunk.reshape(-1).view(np.uint8)
         return prototype.buffer.from_array_like(_byte_slice(data, byte_range))
 
     async def set_partial_values(self, key_start_values: Iterable[tuple[str, int, bytes]]) -> None:
@@ -482,7 +554,10 @@ class DvidStore(Store):
         parsed = self._chunk(key)
         if parsed is None:
             return False
-        return await self._reader(parsed[0]).submit(parsed[1]) is not None
+        level, index = parsed
+        async for _ in self._stored_in(level, self._chunk_box(level, index)):
+            return True
+        return False
 
     async def getsize(self, key: str) -> int:
         doc = self._docs.get(key)
@@ -490,7 +565,7 @@ class DvidStore(Store):
             return len(doc)
         if await self.exists(key):
             level, _ = self._chunk(key)  # type: ignore[misc]
-            return self._block_io(level).block_nbytes
+            return self._chunk_nbytes(level)
         raise FileNotFoundError(key)
 
     # --------------------------------------------------------------- writes
@@ -506,15 +581,32 @@ class DvidStore(Store):
                 f"{key!r} is not a chunk of {self!r}: a DVID store holds only the blocks of its "
                 "arrays' chunk grids and its synthesised zarr.json documents"
             )
-        level, coord = parsed
+        level, index = parsed
         io = self._block_io(level)
         raw = value.as_numpy_array()
-        if raw.nbytes != io.block_nbytes:
-            raise DvidInputError(
-                f"chunk {key!r} must be one whole DVID block of {io.block_nbytes} bytes, got {raw.nbytes}"
-            )
-        block = raw.reshape(-1).view(np.uint8).view(io.dtype).reshape(io.block_shape)
-        await self._writer(level).submit((coord, block))
+        nbytes = self._chunk_nbytes(level)
+        if raw.nbytes != nbytes:
+            raise DvidInputError(f"chunk {key!r} must be {nbytes} bytes (a whole chunk), got {raw.nbytes}")
+        chunk = raw.reshape(-1).view(np.uint8).view(io.dtype).reshape(chunk_shape_of(level, self._chunk_blocks))
+        await self._write_chunk(key, level, index, chunk)
+
+    async def _write_chunk(self, key: str, level: Level, index: ZYX, chunk: np.ndarray) -> None:
+        """Write the blocks of a chunk that the caller changed (see the class notes)."""
+        served = self._served.take(key)
+        if served is _NOT_SERVED and self._chunk_blocks != (1, 1, 1):
+            _check_codec_pipeline()
+        first = self._chunk_box(level, index)[0]
+        blocks = []
+        for coord, region in _block_regions(level, first, self._chunk_blocks_of(level, index)):
+            block = chunk[region]
+            if served is not _NOT_SERVED:
+                before = served[region] if isinstance(served, np.ndarray) else None
+                unchanged = not block.any() if before is None else np.array_equal(block, before)
+                if unchanged:
+                    continue
+            blocks.append((coord, block))
+        writer = self._writer(level)
+        await asyncio.gather(*(writer.submit(item) for item in blocks))
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         if not await self.exists(key):
@@ -560,9 +652,9 @@ class DvidStore(Store):
         parsed = self._chunk(key)
         if parsed is None:
             return
-        level, coord = parsed
+        level, index = parsed
         io = self._block_io(level)
-        await self._writer(level).submit((coord, np.zeros(io.block_shape, io.dtype)))
+        await self._write_chunk(key, level, index, np.zeros(chunk_shape_of(level, self._chunk_blocks), io.dtype))
 
     def _refuse_zarr_delete(self, key: str) -> None:
         """Raise if zarr deletes ``key`` for anything but writing a chunk of fill values (see :meth:`delete`).
@@ -622,9 +714,11 @@ class DvidStore(Store):
                 continue
             if fixed is None:
                 continue
+            listed: set[str] = set()
             async for coord in self._stored(level, fixed):
                 key = self._key(head, level, coord)
-                if key.startswith(prefix):
+                if key.startswith(prefix) and key not in listed:
+                    listed.add(key)
                     yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
@@ -657,15 +751,21 @@ class DvidStore(Store):
 
     async def _stored(self, level: Level, fixed: tuple[int, ...]) -> AsyncIterator[ZYX]:
         """Stored blocks of a level's grid whose leading chunk indices are ``fixed`` (in the I/O pool)."""
-        if 0 in level.shape or any(not 0 <= i < n for i, n in zip(fixed, level.grid)):
+        if 0 in level.shape or any(not 0 <= i < n for i, n in zip(fixed, self._chunk_grid(level))):
             return
-        io = self._block_io(level)
         start = list(level.origin)
         stop = [o + s for o, s in zip(level.origin, level.shape)]
         for axis, index in enumerate(fixed):
-            start[axis] = level.origin[axis] + index * level.block_shape[axis]
-            stop[axis] = start[axis] + level.block_shape[axis]
-        slabs = io.stored_slabs((tuple(start), tuple(stop)))
+            size = level.block_shape[axis] * self._chunk_blocks[axis]
+            start[axis] = level.origin[axis] + index * size
+            stop[axis] = min(stop[axis], start[axis] + size)
+        async for coord in self._stored_in(level, (tuple(start), tuple(stop))):  # type: ignore[arg-type]
+            yield coord
+
+    async def _stored_in(self, level: Level, box: tuple[ZYX, ZYX]) -> AsyncIterator[ZYX]:
+        """Stored blocks in a block-aligned box of a level (listed in the I/O pool)."""
+        io = self._block_io(level)
+        slabs = io.stored_slabs(box)
         loop = asyncio.get_running_loop()
         while True:
             slab = await loop.run_in_executor(io_executor(), next, slabs, None)
@@ -738,6 +838,131 @@ def _keep_supervoxels(blocks: dict[ZYX, np.ndarray], stored_io: BlockIO, body_io
             bodies = np.zeros_like(supervoxels)
         out[coord] = np.where(block == bodies, supervoxels, block)
     return out
+
+
+#: Small chunks that zarr asks for together share one request up to this many bytes;
+#: bigger chunks are a request each, so that several requests are in flight at once.
+_SHARED_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+def _chunk_blocks(chunk_blocks: int | Sequence[int] | None, layout: Layout) -> ZYX:
+    """Normalise the ``chunk_blocks`` argument (``None``: the default for the layout)."""
+    if chunk_blocks is None:
+        return default_chunk_blocks(layout.block_shape, np.dtype(layout.dtype).itemsize)
+    values = (chunk_blocks,) * 3 if isinstance(chunk_blocks, (int, np.integer)) else tuple(chunk_blocks)
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
+        raise DvidInputError(
+            f"chunk_blocks must be a positive int or three of them (blocks per chunk along z, y, x), "
+            f"got {chunk_blocks!r}"
+        )
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def _block_regions(level: Level, first: ZYX, coords: list[ZYX]) -> Iterable[tuple[ZYX, tuple[slice, ...]]]:
+    """(block coordinate, its slices in the chunk) for blocks of a chunk whose first voxel is ``first``."""
+    for coord in coords:
+        yield coord, tuple(
+            slice(c * b - f, (c + 1) * b - f) for c, b, f in zip(coord, level.block_shape, first)
+        )
+
+
+def _assemble(
+    shape: ZYX, dtype: np.dtype, level: Level, first: ZYX, coords: list[ZYX], found: dict[ZYX, np.ndarray]
+) -> np.ndarray | None:
+    """A chunk from its blocks (``None`` if DVID holds none of them)."""
+    if not any(c in found for c in coords):
+        return None
+    chunk = np.zeros(shape, dtype)
+    for coord, region in _block_regions(level, first, coords):
+        block = found.get(coord)
+        if block is not None:
+            chunk[region] = block
+    return chunk
+
+
+class _NotServed:
+    pass
+
+
+_NOT_SERVED = _NotServed()
+
+
+class _ServedChunks:
+    """What the store served to zarr's reads for partial writes, until the chunk comes back.
+
+    zarr writes part of a chunk by reading it, changing the selection and writing the
+    whole chunk; a block of the written chunk equal to the one served to that read is
+    one the caller did not change, and is not written (another writer's change to it
+    survives). Only the reads that zarr's writer makes are kept (see
+    :func:`_zarr_rewrite_read`), and each is taken by the next write of its key; one
+    left behind by a write that failed in between expires.
+    """
+
+    EXPIRES = 600.0  # seconds: the longest a zarr write can take between its read and its write
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[str, list[tuple[float, np.ndarray | None]]] = {}
+
+    def keep(self, key: str, chunk: np.ndarray | None) -> None:
+        copy = None if chunk is None else chunk.copy()
+        with self._lock:
+            self._kept.setdefault(key, []).append((time.monotonic(), copy))
+
+    def take(self, key: str) -> np.ndarray | _NotServed | None:
+        """The oldest chunk served for a rewrite of ``key`` (``None``: it read as missing)."""
+        with self._lock:
+            kept = self._kept.get(key)
+            now = time.monotonic()
+            while kept:
+                when, chunk = kept.pop(0)
+                if now - when <= self.EXPIRES:
+                    if not kept:
+                        del self._kept[key]
+                    return chunk
+            self._kept.pop(key, None)
+        return _NOT_SERVED
+
+
+def _check_codec_pipeline() -> None:
+    """Refuse a multi-block chunk write whose reads the store cannot tell apart from a whole write."""
+    from zarr import config
+
+    path = str(config.get("codec_pipeline.path", ""))
+    if path and not path.endswith("BatchedCodecPipeline"):
+        raise UnsupportedError(
+            f"zarr's codec pipeline is {path!r}: under it, this store cannot tell which blocks of a chunk a "
+            "write changed, and writing the others could undo another writer's changes. Use zarr's default "
+            "(zarr.config.set({'codec_pipeline.path': 'zarr.core.codec_pipeline.BatchedCodecPipeline'})) "
+            "or a store with chunk_blocks=1"
+        )
+
+
+_ZARR_READ_PASS_THROUGH = frozenset({
+    ("zarr.storage._common", "StorePath.get"),
+    ("zarr.storage._fsspec", "FsspecStore.get"),
+    ("zarr.core.common", "concurrent_map.<locals>.run"),
+})
+
+
+def _zarr_rewrite_read() -> bool:
+    """Whether the running chunk read is zarr's writer reading a chunk it will write back.
+
+    zarr's codec pipeline reads a chunk for a partial write from a function of its
+    write path (3.1: ``BatchedCodecPipeline.write_batch.<locals>._read_key``; 3.4:
+    ``_async_write_fallback.<locals>._read_key``). Walks the caller's await chain
+    past dvid_store's frames and zarr's pass-through frames, as
+    :func:`_zarr_delete_origin` does.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        name = frame.f_code.co_qualname
+        if module.startswith(("dvid_store.", "fsspec.")) or (module, name) in _ZARR_READ_PASS_THROUGH:
+            frame = frame.f_back
+            continue
+        return module == "zarr.core.codec_pipeline" and "write" in name.lower()
+    return False
 
 
 # zarr frames (module, qualified name) on the await chain of a chunk delete. Deletes
