@@ -1,6 +1,6 @@
 """DVID instances as zarr v3 stores.
 
-* :class:`DvidStore` — the store (one DVID block per zarr chunk).
+* :class:`DvidStore` — the store (a zarr chunk is a cube of DVID blocks).
 * :mod:`dvid_store.zarr.metadata` — ``zarr.json`` and OME-Zarr synthesis.
 * :mod:`dvid_store.zarr.coalesce` — batching of concurrent chunk gets into multi-block requests.
 
