@@ -54,6 +54,7 @@ FLOORS: dict[str, int] = {
     "dvid_store.xarray_backend": 4,
     "dvid_store.create": 4,
     "dvid_store.cli": 4,
+    "dvid_store.compat": 4,
     "dvid_store.cli_commands": 4,
     # 5. test support, and the demo command, which runs on its throwaway DVID server
     "dvid_store.testing": 5,
