@@ -207,11 +207,11 @@ def open_dask(
     DvidArray
         A :class:`dask.array.Array` whose shape, origin and dtype are those of the
         zarr array of :class:`~dvid_store.DvidStore`: index 0 is the level's
-        block-aligned minimum point. Its ``compute()`` on the threaded or synchronous
-        scheduler reads straight into the result (no second copy; see
-        :class:`~dvid_store.dask_array.DvidArray`).
+        block-aligned minimum point. Slicing it gives an array whose graph covers
+        the slice alone, however large the instance, and its ``compute()`` on the
+        threaded or synchronous scheduler reads straight into the result (no second
+        copy; see :class:`~dvid_store.dask_array.DvidArray`).
     """
-    import dask.array as da
     from dask.base import tokenize
 
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
@@ -222,12 +222,9 @@ def open_dask(
     if chunks is None:
         chunks = default_chunks(level.shape, level.block_shape, io.dtype.itemsize, chunk_bytes)
     normal = _dask_chunks(chunks, level.shape, io.dtype, level.block_shape)
-    name = f"dvid-{instance}-{tokenize(layout, scale, supervoxels, compression, normal)}"
-    array = da.from_array(
-        reader, chunks=normal, name=name, asarray=False, fancy=False, lock=False,
-        meta=np.empty((0, 0, 0), io.dtype),
-    )
-    return DvidArray.wrap(array, reader)
+    # The level and how it is read; a slice's name adds its box and chunks (see DvidArray).
+    source = tokenize(layout, scale, supervoxels, compression)
+    return DvidArray.from_reader(reader, normal, source)
 
 
 def _write_chunks(chunks: tuple[tuple[int, ...], ...], start: ZYX, block_shape: ZYX) -> tuple[tuple[int, ...], ...]:

@@ -1,38 +1,53 @@
-"""The dask array type of :func:`~dvid_store.open_dask`: one copy, not two, on ``compute()``.
+"""The dask array type of :func:`~dvid_store.open_dask`: region-sized graphs, one copy on ``compute()``.
 
-dask's ``compute()`` of a many-chunk array builds every chunk, then copies them all
-into a fresh result (``concatenate3``): the peak is twice the result, and for labels
-the copy costs about as much as reading them from DVID. A :class:`DvidArray` knows
-where its chunks come from, so on the local schedulers (threads, synchronous)
-``compute()`` and ``numpy.asarray`` allocate the result once and let each task decode
-its blocks straight into it: faster, and the peak memory is about one result instead
-of two (``benchmarks/bench_transfers.py``; the figures are on the "Performance" page
-of the docs).
+A :class:`DvidArray` knows where its chunks come from (a
+:class:`~dvid_store.level_io.VolumeReader` and the index of its first voxel), which
+gives it two things a plain dask array cannot do:
+
+* Slicing builds a new graph for the cut-out box alone. dask slices by adding a layer
+  on top of the whole array's graph, and every later computation then walks every
+  chunk of the whole instance (graph culling lists all of them): on a teravoxel
+  labelmap that is millions of chunks, listed before the first byte is read, and
+  the time and memory of that grow with the instance, not the slice. A slice of a :class:`DvidArray` is a
+  ``from_array`` over just its box, with the chunks dask's slicing would have given
+  (the level's chunk grid, cut at the box's edges), so work on a region costs what
+  the region costs. Its name is a token of the level, the box and the chunks: equal
+  slices have equal names, however they were reached.
+* ``compute()`` (and ``numpy.asarray``) on the local schedulers (threads,
+  synchronous) allocates the result once and lets each task decode its blocks
+  straight into it. dask's own ``compute()`` of a many-chunk array builds every
+  chunk, then copies them all into a fresh result (``concatenate3``): the peak is
+  twice the result, and for labels the copy costs about as much as reading them from
+  DVID (``benchmarks/bench_transfers.py``; the figures are on the "Performance" page
+  of the docs).
 
 Everything else is dask's: operations on a :class:`DvidArray` (arithmetic,
 ``rechunk``, ``map_blocks``, ...) give ordinary dask arrays, ``dask.compute(a, b)``
-and distributed or process schedulers use dask's own assembly, and slicing with
-steps of 1 keeps the fast path for the cut-out box.
+and distributed or process schedulers use dask's own assembly. Integer indices and
+slices with other steps cut out the bounding box first (a region-sized graph) and
+let dask do the rest; ``None``, arrays, masks and negative steps are dask's alone,
+on the whole array's graph.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dask.array as da
 import numpy as np
 from dask.array.core import slices_from_chunks
+from dask.base import tokenize
 
 from .geometry import check_allocation
-from .level_io import step_one_bounds
-
-if TYPE_CHECKING:
-    from .level_io import VolumeReader
+from .level_io import VolumeReader, _normalise_key
 
 __all__ = ["DvidArray"]
 
 ZYX = tuple[int, int, int]
+Chunks = tuple[tuple[int, ...], ...]
 
 # Keywords of Array.compute() that are not scheduler options.
 _COMPUTE_OPTIONS = ("scheduler", "optimize_graph", "traverse")
@@ -43,10 +58,12 @@ class DvidArray(da.Array):
 
     It is an ordinary :class:`dask.array.Array` in every way but two:
 
+    * indexing with integers and slices gives an array whose graph covers the selected
+      box only (a :class:`DvidArray` when every slice has step 1), so computing on a
+      region of a huge instance costs what the region costs;
     * ``compute()`` (and ``numpy.asarray``) on the threaded or synchronous scheduler
       reads every chunk straight into one preallocated result, with dask's worker
-      threads, instead of building chunks and concatenating them;
-    * indexing with slices of step 1 gives a :class:`DvidArray` of the cut-out box.
+      threads, instead of building chunks and concatenating them.
 
     Attributes
     ----------
@@ -54,34 +71,94 @@ class DvidArray(da.Array):
         Where the voxels come from.
     start : (int, int, int)
         Index, in ``reader``, of this array's ``[0, 0, 0]``.
+    source : str
+        Token of the level and how it is read (instance, version, scale, supervoxels,
+        transfer encoding): with the box and the chunks it names the graph of a slice.
     """
 
     reader: VolumeReader
     start: ZYX
+    source: str
 
     @classmethod
-    def wrap(cls, array: da.Array, reader: VolumeReader, start: Sequence[int] = (0, 0, 0)) -> DvidArray:
-        """The :class:`DvidArray` of ``array``, whose values are ``reader[start + index]``."""
+    def from_reader(
+        cls, reader: VolumeReader, chunks: Chunks, source: str, start: Sequence[int] = (0, 0, 0)
+    ) -> DvidArray:
+        """A new graph reading ``reader[start : start + shape]``, one task per chunk.
+
+        Parameters
+        ----------
+        reader : VolumeReader
+            The level.
+        chunks : tuple of tuples
+            Normalised dask chunks of the box (their sums give its shape); every inner
+            chunk edge should fall on a DVID block boundary so that no two tasks read
+            the same block.
+        source : str
+            Token of the level and how it is read; the array's name is
+            ``dvid-<instance>-`` followed by a token of ``source``, ``start`` and
+            ``chunks``, so the same box with the same chunks always has the same name.
+        start : (int, int, int)
+            Index in ``reader`` of the array's ``[0, 0, 0]``.
+        """
+        origin: ZYX = tuple(int(s) for s in start)  # type: ignore[assignment]
+        shape = tuple(sum(c) for c in chunks)
+        if origin == (0, 0, 0) and shape == reader.shape:
+            box = reader
+        else:
+            box = VolumeReader(reader.io, [o + s for o, s in zip(reader.origin, origin)], shape)
+        name = f"dvid-{reader.io.instance}-{tokenize(source, origin, chunks)}"
+        array = da.from_array(
+            box, chunks=chunks, name=name, asarray=False, fancy=False, lock=False,
+            meta=np.empty((0,) * len(shape), reader.dtype),
+        )
+        return cls.wrap(array, reader, origin, source)
+
+    @classmethod
+    def wrap(
+        cls, array: da.Array, reader: VolumeReader, start: Sequence[int] = (0, 0, 0), source: str | None = None
+    ) -> DvidArray:
+        """The :class:`DvidArray` of ``array``, whose values are ``reader[start + index]``.
+
+        ``source`` defaults to ``array``'s name.
+        """
         wrapped = cls(array.dask, array.name, array.chunks, meta=array._meta)
         wrapped.reader = reader
         wrapped.start = tuple(int(s) for s in start)  # type: ignore[assignment]
+        wrapped.source = array.name if source is None else source
         return wrapped
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (da.Array(self.dask, self.name, self.chunks, meta=self._meta), self.reader, self.start))
+        plain = da.Array(self.dask, self.name, self.chunks, meta=self._meta)
+        return (_rebuild, (plain, self.reader, self.start, self.source))
 
     def __getitem__(self, key: Any) -> Any:
-        # dask.array.Array has no annotations, and untyped_calls_exclude does not reach super() calls
-        result = super().__getitem__(key)  # type: ignore[no-untyped-call]
+        basic = _basic_key(key)
+        if basic is None:
+            # dask.array.Array has no annotations, and untyped_calls_exclude does not reach super() calls
+            return super().__getitem__(key)  # type: ignore[no-untyped-call]
         try:
-            bounds = step_one_bounds(key, self.shape)
-        except IndexError:  # None, fancy or negative-step indices: dask's result as it is
-            return result
-        if bounds is None or not isinstance(result, da.Array):
-            return result
-        if result.shape != tuple(b.stop - b.start for b in bounds):
-            return result
-        return DvidArray.wrap(result, self.reader, [s + b.start for s, b in zip(self.start, bounds)])
+            bounds, after = _normalise_key(basic, self.shape)
+        except IndexError:  # negative steps, out-of-range integers, too many indices: dask's answer and errors
+            return super().__getitem__(key)  # type: ignore[no-untyped-call]
+        region = self.region(bounds)
+        if all(a == slice(None) for a in after):
+            return region
+        # integers and steps, applied by dask to the box's own graph
+        return da.Array.__getitem__(region, after)
+
+    def region(self, bounds: Sequence[slice]) -> DvidArray:
+        """The box ``self[bounds]`` (slices of step 1 within the shape) on a graph of its own.
+
+        Its chunks are this array's, cut at the box's edges (as dask's slicing cuts
+        them); without a cut it is this array itself.
+        """
+        cut = [(int(b.start), int(b.stop)) for b in bounds]
+        if all(a == 0 and b == n for (a, b), n in zip(cut, self.shape)):
+            return self
+        chunks = tuple(_cut_chunks(c, a, b) for c, (a, b) in zip(self.chunks, cut))
+        start = [s + a for s, (a, _) in zip(self.start, cut)]
+        return DvidArray.from_reader(self.reader, chunks, self.source, start)
 
     def compute(self, **kwargs: Any) -> Any:
         """The voxels as a numpy array (see :meth:`dask.array.Array.compute`).
@@ -97,8 +174,34 @@ class DvidArray(da.Array):
         return read_into_result(self.reader, self.start, self.chunks, get, **options)
 
 
-def _rebuild(array: da.Array, reader: VolumeReader, start: ZYX) -> DvidArray:
-    return DvidArray.wrap(array, reader, start)
+def _rebuild(array: da.Array, reader: VolumeReader, start: ZYX, source: str) -> DvidArray:
+    return DvidArray.wrap(array, reader, start, source)
+
+
+def _basic_key(key: Any) -> tuple[Any, ...] | None:
+    """``key`` as a tuple if it holds only integers, slices and ``...``; None for anything else."""
+    items = key if isinstance(key, tuple) else (key,)
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):  # numpy reads a boolean as a mask, not as 0 or 1
+            return None
+        if not (isinstance(item, (int, np.integer, slice)) or item is Ellipsis):
+            return None
+    return items
+
+
+def _cut_chunks(chunks: tuple[int, ...], start: int, stop: int) -> tuple[int, ...]:
+    """The chunks of ``[start, stop)`` along one axis: the pieces of ``chunks`` it covers, cut at its ends."""
+    if stop <= start:
+        return (0,)
+    edges = list(itertools.accumulate(chunks, initial=0))
+    i = bisect.bisect_right(edges, start) - 1
+    pieces = []
+    while i < len(chunks) and edges[i] < stop:
+        piece = min(edges[i + 1], stop) - max(edges[i], start)
+        if piece > 0:
+            pieces.append(piece)
+        i += 1
+    return tuple(pieces)
 
 
 def _local_get(scheduler: Any, array: da.Array) -> Any:

@@ -143,3 +143,113 @@ def test_server_down_raises_connection_error() -> None:
         array = open_dask(node, "gray")
     with pytest.raises(DvidConnectionError):
         array.compute()
+
+
+# ------------------------------------------- slices of teravoxel instances: region-sized graphs
+#: (z, y, x) voxels of a hemibrain-sized labelmap: 8,009,280 default (192³) dask chunks.
+HEMIBRAIN = (34432, 39552, 41408)
+
+
+def _graph_size(array: da.Array) -> int:
+    """Tasks in ``array``'s graph, counted per layer (``len`` of a lazy dask layer does not build it)."""
+    return sum(len(layer) for layer in array.__dask_graph__().layers.values())
+
+
+@pytest.fixture
+def hemibrain(dvid_node: Node) -> tuple[Node, np.ndarray]:
+    """A hemibrain-sized labelmap (DVID stores nothing for it) with labels in one box.
+
+    Returns the node and a model of ``[0:384, 0:384, 0:384]``: the labels at
+    ``[128:256, 64:192, 192:320]``, zeros elsewhere.
+    """
+    create_array(dvid_node, "huge", HEMIBRAIN, "uint64")
+    model = np.zeros((384, 384, 384), np.uint64)
+    model[128:256, 64:192, 192:320] = _labels((128, 128, 128), 7)
+    to_dvid(model[128:256, 64:192, 192:320], dvid_node, "huge", offset=(128, 64, 192))
+    return dvid_node, model
+
+
+@pytest.mark.parametrize(
+    ("chunks", "key"),
+    [
+        (None, np.s_[100:260, 50:200, 180:330]),  # default 192³ chunks, cut at both ends
+        (64, np.s_[120:264, 60:200, 150:340]),  # 215 million chunks in the instance
+    ],
+)
+def test_slices_of_a_huge_instance_have_graphs_of_the_region(hemibrain, chunks, key) -> None:
+    node, model = hemibrain
+    array = open_dask(node, "huge", chunks=chunks)
+    part = array[key]
+    assert isinstance(part, DvidArray)
+    assert part.chunks == da.zeros(HEMIBRAIN, chunks=array.chunksize)[key].chunks  # dask's chunks of the slice
+    # one task per chunk and the reader: checked without building any graph, then built
+    assert _graph_size(part) == part.npartitions + 1
+    assert len(dict(part.__dask_graph__())) == part.npartitions + 1
+    total = part.sum()
+    assert _graph_size(total) < 3 * part.npartitions + 10
+    (optimized,) = dask.optimize(total)
+    assert len(dict(optimized.__dask_graph__())) < 3 * part.npartitions + 10
+    np.testing.assert_array_equal(part.compute(), model[key])
+    assert total.compute() == model[key].sum()
+
+
+def test_slices_of_slices_integers_and_steps_keep_region_graphs(hemibrain) -> None:
+    node, model = hemibrain
+    array = open_dask(node, "huge")
+    outer = array[100:300, 40:240, 150:350]
+    inner = outer[20:130, 10:160, 30:180]
+    assert isinstance(inner, DvidArray) and inner.start == (120, 50, 180)
+    assert _graph_size(inner) == inner.npartitions + 1
+    np.testing.assert_array_equal(inner.compute(), model[120:230, 50:200, 180:330])
+    # integers and steps: the box's graph, then dask's indexing of it (a plain dask array)
+    for key in (np.s_[150, 60:200, 200:330], np.s_[130:250:7, 100, 190:330:3], np.s_[140:150, 70:80, 250]):
+        picked = array[key]
+        assert type(picked) is da.Array
+        assert _graph_size(picked) < 3 * picked.npartitions + 10
+        np.testing.assert_array_equal(picked.compute(), model[key])
+    assert int(array[200, 100, 250].compute()) == model[200, 100, 250]
+
+
+def test_equal_slices_have_equal_names(hemibrain) -> None:
+    node, _ = hemibrain
+    array = open_dask(node, "huge")
+    key = np.s_[100:300, 40:240, 150:350]
+    assert array[key].name == open_dask(node, "huge")[key].name  # deterministic across opens
+    assert array[100:300][:, 40:240][..., 150:350].name == array[key].name  # however the box was reached
+    assert array[key].name != array[100:300, 40:240, 150:351].name
+    assert array[key].name != open_dask(node, "huge", chunks=64)[key].name
+    assert array[key].name != open_dask(node, "huge", supervoxels=True)[key].name
+    assert array[:, :, :] is array and array[...] is array
+    slab = array[..., 200:300]  # whole along z and y: the slab's 180 x 206 chunks, not the instance's 8 million
+    assert slab.npartitions == 180 * 206 and _graph_size(slab) == slab.npartitions + 1
+
+
+def test_region_of_a_huge_instance_computes_into_one_result(hemibrain, monkeypatch) -> None:
+    node, model = hemibrain
+    import dvid_store.dask_array as dask_array
+
+    fast_reads: list[tuple[int, ...]] = []
+    read_into_result = dask_array.read_into_result
+
+    def counting(reader, start, chunks, get, **options):  # type: ignore[no-untyped-def]
+        fast_reads.append(tuple(sum(c) for c in chunks))
+        return read_into_result(reader, start, chunks, get, **options)
+
+    monkeypatch.setattr(dask_array, "read_into_result", counting)
+    part = open_dask(node, "huge", chunks=64)[100:260, 50:200, 180:330]
+    result = part.compute(scheduler="threads")
+    assert fast_reads == [(160, 150, 150)]  # the box's own chunks, read into one result
+    np.testing.assert_array_equal(result, model[100:260, 50:200, 180:330])
+    np.testing.assert_array_equal(np.asarray(part), model[100:260, 50:200, 180:330])
+    assert len(fast_reads) == 2
+
+
+def test_region_of_a_huge_instance_pickles_small(hemibrain) -> None:
+    node, model = hemibrain
+    part = open_dask(node, "huge")[100:260, 50:200, 180:330]
+    payload = pickle.dumps(part)
+    assert len(payload) < 50_000  # the box's graph, not the instance's
+    restored = pickle.loads(payload)
+    assert isinstance(restored, DvidArray) and restored.name == part.name and restored.start == part.start
+    assert restored[10:20].name == part[10:20].name  # slices of the copy keep deterministic names
+    np.testing.assert_array_equal(restored.compute(), model[100:260, 50:200, 180:330])
