@@ -9,6 +9,17 @@ positions (voxel size × level factor, offset by the level's origin; see
 through :class:`~dvid_store.blocks.BlockIO`, one box at a time; with ``chunks=`` (``{}``
 for the preferred whole-block chunks) they become dask arrays.
 
+Selections of chunked data on large instances: :func:`open_dataarray` with ``chunks=``
+holds a :class:`~dvid_store.dask_array.DvidArray`, so ``isel``/``sel`` with slices and
+positions give dask arrays whose graphs cover the selection alone, and computing on a
+region costs what the region costs however large the instance. ``xarray.open_dataset(url,
+engine="dvid", chunks=...)`` and ``.chunk()`` of lazy data are different: xarray builds
+those dask arrays itself, with ``dask.array.from_array`` over the whole level (a backend
+returns lazy arrays and never sees ``chunks``), and their selections keep that
+whole-level graph, whose cost grows with the number of chunks in the instance. On
+teravoxel instances select before chunking (``xr.open_dataset(url).sel(...).chunk(...)``)
+or use :func:`open_dataarray`.
+
 The coordinates are plain numpy-backed (pandas) index variables: one float64 per voxel
 along each axis, a few kilobytes to megabytes however large the volume. They used to be
 lazy :class:`xarray.indexes.RangeIndex` coordinates, but xarray (at least up to
@@ -208,6 +219,8 @@ def open_dataarray(
     chunks : optional
         ``None``: lazy numpy-backed data; ``{}`` or ``"auto"``: dask with the default
         whole-block chunks; anything else: dask chunks as in :func:`dvid_store.open_dask`.
+        Chunked data are a :class:`~dvid_store.dask_array.DvidArray`: selections with
+        slices have graphs of the selection alone (see the module docstring).
     compression : str, optional
         Transfer encoding of block reads.
     **conn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import xarray as xr
 
 from dvid_store import Node
 from dvid_store.create import create_array
+from dvid_store.dask import to_dvid
+from dvid_store.dask_array import DvidArray
 from dvid_store.xarray_backend import DvidBackendEntrypoint, PhysicalIndex, open_dataarray
 
 
@@ -177,3 +180,78 @@ def test_physical_index_on_its_own() -> None:
     assert int(array.sel(x=-1.5)) == 2 and float(array.chunk().sel(x=-1.4, method="nearest").x) == -1.5
     with pytest.raises(ValueError, match="must be positive"):
         PhysicalIndex.regular(0.0, 0.0, 4, "x")
+
+
+# ------------------------------------------------ selections of teravoxel instances
+#: (z, y, x) voxels of a hemibrain-sized labelmap: 8,009,280 default (192³) dask chunks.
+HEMIBRAIN = (34432, 39552, 41408)
+
+
+def _graph_size(array: da.Array) -> int:
+    """Tasks in ``array``'s graph, counted per layer (``len`` of a lazy dask layer does not build it)."""
+    return sum(len(layer) for layer in array.__dask_graph__().layers.values())
+
+
+@pytest.fixture
+def huge(dvid_server, dvid_node: Node):
+    """A hemibrain-sized labelmap of 8 nm voxels holding labels in one box: (URL, node, model of [0:256]³)."""
+    create_array(dvid_node, "huge", HEMIBRAIN, "uint64", voxel_size=8.0)
+    model = np.zeros((256, 256, 256), np.uint64)
+    model[64:192, 128:256, 0:128] = np.random.default_rng(4).integers(1, 2**40, (128, 128, 128), dtype=np.uint64)
+    to_dvid(model[64:192, 128:256, 0:128], dvid_node, "huge", offset=(64, 128, 0))
+    url = f"dvid://{dvid_server.url.split('://', 1)[1]}/{dvid_node.uuid}/huge"
+    return url, dvid_node, model
+
+
+def _assert_region_graph(selected: xr.DataArray) -> None:
+    """The selection's dask graph, and a reduction's optimised graph, grow with the selection only."""
+    data = selected.data
+    assert isinstance(data, da.Array)
+    chunks = data.npartitions
+    assert _graph_size(data) < 3 * chunks + 10  # checked without building the graph
+    (optimized,) = dask.optimize(selected.sum().data)
+    assert len(dict(optimized.__dask_graph__())) < 4 * chunks + 10
+
+
+def test_selections_of_a_chunked_huge_instance_read_the_region_alone(huge) -> None:
+    url, _, model = huge
+    array = open_dataarray(url, chunks={})
+    assert isinstance(array.data, DvidArray) and array.data.npartitions == 8_009_280
+    box = np.s_[40:230, 100:250, 20:180]
+
+    by_index = array.isel(z=slice(40, 230), y=slice(100, 250), x=slice(20, 180))
+    assert isinstance(by_index.data, DvidArray)
+    assert _graph_size(by_index.data) == by_index.data.npartitions + 1  # a task per chunk and the reader
+    _assert_region_graph(by_index)
+    np.testing.assert_array_equal(by_index.values, model[box])
+    assert int(by_index.sum().compute()) == int(model[box].sum())
+
+    # physical positions (8 nm voxels from 0): both ends included
+    by_position = array.sel(z=slice(40 * 8.0, 229 * 8.0), y=slice(100 * 8.0, 249 * 8.0), x=slice(20 * 8.0, 179 * 8.0))
+    assert by_position.data.name == by_index.data.name  # the same box: the same graph
+    np.testing.assert_array_equal(by_position.values, model[box])
+
+    plane = array.isel(z=150, y=slice(100, 250), x=slice(0, 200))  # an integer drops an axis: plain dask
+    _assert_region_graph(plane)
+    np.testing.assert_array_equal(plane.values, model[150, 100:250, :200])
+    point = array.sel(z=150 * 8.0 + 3.0, y=130 * 8.0 - 2.0, x=100 * 8.0, method="nearest")
+    _assert_region_graph(point)
+    assert int(point.values) == model[150, 130, 100]
+    profile = by_index.mean(["y", "x"])
+    _assert_region_graph(profile)
+    np.testing.assert_allclose(profile.values, model[box].mean(axis=(1, 2)))
+
+    dataset = array.to_dataset().isel(z=slice(40, 230), y=slice(100, 250), x=slice(20, 180))
+    _assert_region_graph(dataset["huge"])
+    np.testing.assert_array_equal(dataset["huge"].values, model[box])
+
+
+def test_selecting_before_chunking_the_engine_gives_region_graphs(huge) -> None:
+    url, _, model = huge
+    # xarray builds the dask array of open_dataset(chunks=...) itself, over the whole level;
+    # selecting lazily first and chunking the selection keeps the graph to the region
+    selected = xr.open_dataset(url, engine="dvid")["huge"].sel(z=slice(40 * 8.0, 229 * 8.0)).isel(
+        y=slice(100, 250), x=slice(20, 180)
+    ).chunk({"z": 64, "y": 64, "x": 64})
+    _assert_region_graph(selected)
+    np.testing.assert_array_equal(selected.values, model[40:230, 100:250, 20:180])
