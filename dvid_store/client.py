@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from .errors import DvidInputError, UnknownNodeError
@@ -12,6 +13,7 @@ from .transport import RetryPolicy, Secret, Transport
 
 __all__ = ["DvidClient"]
 
+_FULL_UUID = re.compile(r"^[0-9a-f]{32}$")
 _REF = re.compile(r"^(?P<prefix>[0-9a-f]*)(?::(?P<branch>[^~]+)(?:~(?P<back>\d+))?)?$")
 
 
@@ -61,12 +63,18 @@ class DvidClient:
             url, user=user, app=app, token=token, admin_token=admin_token, timeout=timeout, retry=retry,
             deadline=deadline,
         )
+        self._commit_seen: dict[str, tuple[float, bool]] = {}
 
     @classmethod
     def from_transport(cls, transport: Transport) -> DvidClient:
         client = cls.__new__(cls)
         client.transport = transport
+        client._commit_seen = {}
         return client
+
+    def commit_seen(self, uuid: str) -> tuple[float, bool] | None:
+        """(monotonic time, locked) of the last commit status :meth:`resolve` read for ``uuid``."""
+        return self._commit_seen.get(uuid)
 
     @property
     def url(self) -> str:
@@ -149,6 +157,19 @@ class DvidClient:
         DvidInputError
             ``ref`` is not of one of the forms above.
         """
+        if _FULL_UUID.match(ref.strip()):
+            # A full UUID needs no list of every repo on the server (megabytes on a big
+            # one, a round trip either way): the node's tiny commit status proves it
+            # exists, and tells its Node whether it is locked.
+            uuid = ref.strip()
+            try:
+                status = self.transport.get_json(f"/api/node/{uuid}/commit")
+            except UnknownNodeError:
+                status = None
+            if status is None:  # raised here, not in the handler: no chained context
+                raise UnknownNodeError("RESOLVE", self.url, None, f"no node matches {ref!r} on {self.url}")
+            self._commit_seen[uuid] = (time.monotonic(), bool(status.get("Locked")))
+            return uuid
         match = _REF.match(ref.strip())
         if not match or (not match["prefix"] and not match["branch"]):
             raise DvidInputError(
@@ -201,3 +222,4 @@ class DvidClient:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.transport = state["transport"]
+        self._commit_seen = {}

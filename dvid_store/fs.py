@@ -32,6 +32,7 @@ import asyncio
 import errno
 import io
 import os
+import threading
 from typing import Any
 
 from fsspec.asyn import AsyncFileSystem
@@ -129,6 +130,7 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         self._clients: dict[str, DvidClient] = {}
         self._uuids: dict[tuple[str, str], str] = {}
         self._stores: dict[tuple[str, str, str], DvidStore] = {}
+        self._opening = threading.Lock()
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -167,7 +169,16 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         return client
 
     def _open_store(self, parsed: DvidURL) -> DvidStore:
-        """The store of (server, node, instance), made on first use (blocking: call in a thread)."""
+        """The store of (server, node, instance), made on first use (blocking: call in a thread).
+
+        One at a time: zarr opens an array with several concurrent probes, and each
+        would otherwise resolve the node and read the layout again (round trips that
+        a far server makes expensive).
+        """
+        with self._opening:
+            return self._open_store_locked(parsed)
+
+    def _open_store_locked(self, parsed: DvidURL) -> DvidStore:
         uuid = self._uuids.get((parsed.server, parsed.ref))
         client = self._client(parsed.server)
         if uuid is None:

@@ -52,6 +52,9 @@ class Node:
         self.uuid = uuid
         self._known_locked = False
         self._unlocked_seen_at = -math.inf
+        seen = client.commit_seen(uuid)
+        if seen is not None:
+            self._unlocked_seen_at, self._known_locked = seen
 
     # ----------------------------------------------------------------- basics
     @property

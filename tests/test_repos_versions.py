@@ -188,3 +188,14 @@ def test_node_pickles_as_configuration(dvid_node: Node) -> None:
     assert clone == dvid_node and hash(clone) == hash(dvid_node)
     assert clone.instances() == dvid_node.instances()
     assert repr(clone).startswith("Node(")
+
+
+def test_full_uuid_resolves_without_listing_every_repo(dvid_fault_proxy, dvid_node: Node) -> None:
+    from dvid_store import DvidClient
+
+    client = DvidClient(dvid_fault_proxy.address)
+    assert client.resolve(dvid_node.uuid) == dvid_node.uuid
+    paths = [record.path.split("?")[0] for record in dvid_fault_proxy.log]
+    assert paths == [f"/api/node/{dvid_node.uuid}/commit"]  # not /api/repos/info
+    assert not Node(client, dvid_node.uuid).locked  # the status read by resolve is reused
+    assert len(dvid_fault_proxy.log) == 1
