@@ -16,6 +16,9 @@ issued together (``fs.cat([...])``, zarr's concurrent gets) become one multi-blo
 request. ``fs.get(url, local_dir, recursive=True)`` copies an instance's keys into a
 local directory, which then opens as an ordinary zarr store.
 
+Chunk values come back from ``cat`` as ``memoryview`` objects over the decoded
+blocks (bytes-like, no copy; ``bytes(value)`` makes a copy); documents as ``bytes``.
+
 Files cannot be created, copied, renamed or deleted except chunks. DVID has no block
 delete: removing a chunk (``fs.rm``, or zarr writing a chunk of zeros) writes a zero
 block, so the chunk reads as 0 afterwards but still ``exists()`` and is listed.
@@ -204,7 +207,10 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         return store, parsed.key
 
     # --------------------------------------------------------------- reads
-    async def _cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+    async def _cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes | memoryview:
+        """A key's value: ``bytes`` for documents, a ``memoryview`` (no copy) for chunks."""
         from zarr.abc.store import (
             OffsetByteRequest,
             RangeByteRequest,
@@ -230,6 +236,11 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
             if await self._isdir_key(store, key):
                 raise IsADirectoryError(path)
             raise FileNotFoundError(path)
+        if store.is_chunk(key):
+            # A chunk is megabytes: hand over its memory (bytes-like, read-only
+            # semantics) instead of copying it into a fresh ``bytes``, which costs as
+            # much as receiving it. zarr and file writes take any bytes-like value.
+            return value.as_numpy_array().data
         return value.to_bytes()
 
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -401,6 +412,6 @@ def _read_local(path: str) -> bytes:
         return f.read()
 
 
-def _write_local(path: str, data: bytes) -> None:
+def _write_local(path: str, data: bytes | memoryview) -> None:
     with open(path, "wb") as f:
         f.write(data)

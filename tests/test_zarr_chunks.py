@@ -157,3 +157,12 @@ def test_fsspec_chunk_blocks_option(dvid_server, dvid_node: Node) -> None:
     np.testing.assert_array_equal(narrow[:], data)
     fs = fsspec.filesystem("dvid", chunk_blocks=2)
     assert fs.info(url.removeprefix("dvid://") + "/c/0/0/1")["size"] == 64**3
+
+
+def test_fsspec_chunks_come_as_memoryviews_documents_as_bytes(dvid_server, dvid_node: Node) -> None:
+    data = _filled(dvid_node, "gray", (32, 32, 64), 9)
+    base = f"{dvid_server.url.split('://', 1)[1]}/{dvid_node.uuid}/gray/0"
+    fs = fsspec.filesystem("dvid", chunk_blocks=(1, 1, 2))
+    chunk = fs.cat(base + "/c/0/0/0")
+    assert isinstance(chunk, memoryview) and bytes(chunk) == data.tobytes()
+    assert isinstance(fs.cat(base + "/zarr.json"), bytes)
