@@ -185,10 +185,12 @@ def _dataarray(
         dask_chunks = None if chunks in ({}, "auto") else chunks
         data = open_dask(node, instance, scale, supervoxels, dask_chunks, compression=compression)
         variable = xr.Variable(("z", "y", "x"), data)
-    variable.encoding["preferred_chunks"] = dict(
+    array = xr.DataArray(variable, coords=coords, name=instance, attrs=_attrs(layout, level))
+    # Set on the DataArray: building it from the variable drops the variable's encoding,
+    # and without preferred chunks xarray's chunks={} makes the whole level one chunk.
+    array.encoding["preferred_chunks"] = dict(
         zip("zyx", default_chunks(level.shape, level.block_shape, np.dtype(layout.dtype).itemsize, DEFAULT_CHUNK_BYTES))
     )
-    array = xr.DataArray(variable, coords=coords, name=instance, attrs=_attrs(layout, level))
     for dim, unit in zip("zyx", array.attrs["voxel_units"]):
         array[dim].attrs["units"] = unit
     return array

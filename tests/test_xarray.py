@@ -255,3 +255,12 @@ def test_selecting_before_chunking_the_engine_gives_region_graphs(huge) -> None:
     ).chunk({"z": 64, "y": 64, "x": 64})
     _assert_region_graph(selected)
     np.testing.assert_array_equal(selected.values, model[40:230, 100:250, 20:180])
+
+
+def test_engine_chunks_default_to_the_preferred_whole_block_chunks(dvid_server, dvid_node: Node) -> None:
+    create_array(dvid_node, "big", (512, 512, 512), "uint8", block_size=32)  # no data needed
+    url = f"dvid://{dvid_server.url.split('://', 1)[1]}/{dvid_node.uuid}/big"
+    ds = xr.open_dataset(url, engine="dvid", chunks={})
+    preferred = ds["big"].encoding["preferred_chunks"]
+    assert ds["big"].data.chunksize == tuple(preferred[d] for d in "zyx")
+    assert ds["big"].data.npartitions > 1  # not the whole level as one task
