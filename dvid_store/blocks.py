@@ -151,6 +151,10 @@ DEFAULT_MAX_BLOCKS = 1024
 #: One call's transfer is split into requests of about this many bytes (at least a block)...
 PART_BYTES = 8 << 20
 
+#: labelmap blocks are sized as this fraction of their voxel bytes on the wire (see
+#: :attr:`BlockIO.blocks_per_part`).
+LABEL_WIRE_FRACTION = 16
+
 #: ... of which this many are in flight at once (see the module notes).
 PARTS_IN_FLIGHT = max(1, int(os.environ.get("DVID_STORE_PARTS_IN_FLIGHT", "4")))
 
@@ -375,8 +379,17 @@ class BlockIO:
 
     @property
     def blocks_per_part(self) -> int:
-        """Blocks per request when a call is split into parts run at once (about :data:`PART_BYTES`)."""
-        return max(1, min(self.blocks_per_request, PART_BYTES // self.block_nbytes))
+        """Blocks per request when a call is split into parts run at once (about :data:`PART_BYTES` sent).
+
+        labelmap blocks travel compressed (DVID's label blocks to readers, LZ4 from
+        writers), typically a sixteenth of their voxel bytes or much less, so their
+        parts hold sixteen times as many blocks: what fills a far link is bytes on
+        the wire, and a round trip per few small bodies would leave it idle.
+        """
+        wire = self.block_nbytes
+        if self.family == "labelmap" and self.compression != "uncompressed":
+            wire = max(1, wire // LABEL_WIRE_FRACTION)
+        return max(1, min(self.blocks_per_request, PART_BYTES // wire))
 
     @property
     def blocks_per_write(self) -> int:

@@ -74,7 +74,8 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         Send DVID's ``throttle=true`` with every block request.
     chunk_blocks : int or (int, int, int), optional
         DVID blocks per zarr chunk (see :class:`~dvid_store.DvidStore`); default: chunks
-        of about 8 MiB. ``storage_options={"chunk_blocks": 1}`` gives a chunk per block.
+        of about 8 MiB (64 MiB of labels). ``storage_options={"chunk_blocks": 1}`` gives a
+        chunk per block.
     timeout, retry_seconds, deadline : optional
         The client's limits (see :class:`~dvid_store.DvidClient`): connect and read
         timeouts, how long a request is retried, and the wall-clock limit of one call.

@@ -48,6 +48,7 @@ def _filled(node: Node, name: str, shape: tuple[int, int, int], seed: int) -> np
 def test_default_chunks_are_cubes_of_blocks_of_a_few_mib(dvid_node: Node) -> None:
     assert default_chunk_blocks((32, 32, 32), 1) == (6, 6, 6)
     assert default_chunk_blocks((64, 64, 64), 8) == (2, 2, 2)
+    assert default_chunk_blocks((64, 64, 64), 8, labels=True) == (3, 3, 3)
     assert default_chunk_blocks((256, 256, 256), 8) == (1, 1, 1)
     _filled(dvid_node, "gray", (96, 96, 160), 1)
     array = zarr.open_array(DvidStore(dvid_node, "gray", scale=0), mode="r")

@@ -43,12 +43,21 @@ __all__ = [
 
 ZYX = tuple[int, int, int]
 
-#: What :func:`default_chunk_blocks` aims a zarr chunk at.
+#: What :func:`default_chunk_blocks` aims a zarr chunk at, in voxel bytes...
 CHUNK_TARGET_BYTES = 8 * 1024 * 1024
 
+#: ... times this for labels, whose blocks travel compressed (a small fraction of
+#: their voxel bytes), so that a chunk still moves megabytes per request.
+LABEL_CHUNK_FACTOR = 8
 
-def default_chunk_blocks(block_shape: ZYX, itemsize: int, target_bytes: int = CHUNK_TARGET_BYTES) -> ZYX:
+
+def default_chunk_blocks(
+    block_shape: ZYX, itemsize: int, target_bytes: int = CHUNK_TARGET_BYTES, *, labels: bool = False
+) -> ZYX:
     """DVID blocks per zarr chunk along each axis: the cube of blocks nearest ``target_bytes``.
+
+    For labels (``labels=True``) the target is :data:`LABEL_CHUNK_FACTOR` times as
+    big (64 MiB: 3³ blocks of 64³ uint64).
 
     A zarr chunk read is one DVID request, and zarr and dask take the array's chunks
     as their unit of work (``da.from_zarr`` makes one task per chunk, ``xr.open_zarr``
@@ -59,6 +68,8 @@ def default_chunk_blocks(block_shape: ZYX, itemsize: int, target_bytes: int = CH
     ``chunk_blocks=1``.
     """
     block_bytes = int(np.prod(block_shape)) * int(itemsize)
+    if labels:
+        target_bytes *= LABEL_CHUNK_FACTOR
     per_axis = max(1, round((target_bytes / max(1, block_bytes)) ** (1 / 3)))
     return (per_axis, per_axis, per_axis)
 

@@ -59,7 +59,8 @@ class DvidStore(Store):
     ``scale=k`` the store's root is that level's array.
 
     Each array's chunk is ``chunk_blocks`` DVID blocks along z, y and x (by default
-    the cube of blocks nearest 8 MiB: 6³ blocks of 32³ uint8, 2³ of 64³ uint64; see
+    the cube of blocks nearest 8 MiB, 64 MiB for labelmaps: 6³ blocks of 32³ uint8,
+    3³ of 64³ labels; see
     :func:`~dvid_store.zarr.metadata.default_chunk_blocks`), with dimension names
     ``z, y, x``, fill value 0 and the plain little-endian ``bytes`` codec; index 0 is
     the block-aligned minimum point of the instance's extents (attribute
@@ -848,7 +849,8 @@ _SHARED_REQUEST_BYTES = 4 * 1024 * 1024
 def _chunk_blocks(chunk_blocks: int | Sequence[int] | None, layout: Layout) -> ZYX:
     """Normalise the ``chunk_blocks`` argument (``None``: the default for the layout)."""
     if chunk_blocks is None:
-        return default_chunk_blocks(layout.block_shape, np.dtype(layout.dtype).itemsize)
+        labels = layout.typename in LABEL_TYPES
+        return default_chunk_blocks(layout.block_shape, np.dtype(layout.dtype).itemsize, labels=labels)
     values = (chunk_blocks,) * 3 if isinstance(chunk_blocks, (int, np.integer)) else tuple(chunk_blocks)
     if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
         raise DvidInputError(
