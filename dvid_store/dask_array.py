@@ -164,11 +164,19 @@ class DvidArray(da.Array):
         """The voxels as a numpy array (see :meth:`dask.array.Array.compute`).
 
         On the threaded and synchronous schedulers every task decodes its chunk's
-        blocks into its part of one result array; other schedulers (distributed,
-        processes) build the chunks and concatenate them as dask always does.
+        blocks into its part of one result array. On a dask.distributed client the
+        chunks are read on the workers and each is copied into one result on the
+        client as it arrives, then released (dask would first join them all on one
+        worker, which holds twice the result and sends it on through the scheduler).
+        The process scheduler builds the chunks and concatenates them as dask always
+        does.
         """
-        get = _local_get(kwargs.get("scheduler"), self)
+        scheduler = kwargs.get("scheduler")
+        get = _local_get(scheduler, self)
         if get is None:
+            client = _distributed_client(scheduler, self)
+            if client is not None:
+                return gather_into_result(client, self)
             return super().compute(**kwargs)  # type: ignore[no-untyped-call]  # dask: unannotated
         options = {k: v for k, v in kwargs.items() if k not in _COMPUTE_OPTIONS}
         return read_into_result(self.reader, self.start, self.chunks, get, **options)
@@ -212,6 +220,45 @@ def _local_get(scheduler: Any, array: da.Array) -> Any:
 
     get = get_scheduler(scheduler=scheduler, collections=[array])
     return get if get in (dask.threaded.get, dask.local.get_sync) else None
+
+
+def _distributed_client(scheduler: Any, array: da.Array) -> Any:
+    """The dask.distributed client this compute would run on, else None."""
+    from dask.base import get_scheduler
+
+    get = get_scheduler(scheduler=scheduler, collections=[array])
+    owner = getattr(get, "__self__", None)
+    if owner is None or type(owner).__module__.split(".")[0] != "distributed":
+        return None
+    return owner
+
+
+def gather_into_result(client: Any, array: da.Array) -> np.ndarray:
+    """Compute ``array``'s chunks on a distributed cluster and copy each into one new array as it arrives.
+
+    A failed chunk cancels the others and raises its error.
+    """
+    from dask.core import flatten
+    from distributed import as_completed
+
+    check_allocation(array.shape, array.dtype, "computing a DVID array")
+    out = np.empty(array.shape, array.dtype)
+    if out.size == 0:
+        return out
+    keys = list(flatten(array.__dask_keys__()))
+    futures = client.get(dict(array.__dask_graph__()), keys, sync=False)
+    place = {future.key: region for future, region in zip(futures, slices_from_chunks(array.chunks))}
+    failure: BaseException | None = None
+    for future in as_completed(futures):
+        if future.status != "finished":
+            failure = future.exception()
+            break
+        out[place[future.key]] = future.result()
+        future.release()
+    if failure is not None:
+        client.cancel(futures)
+        raise failure
+    return out
 
 
 def _read_chunk(reader: VolumeReader, out: np.ndarray, start: ZYX, region: tuple[slice, ...]) -> None:

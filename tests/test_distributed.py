@@ -130,3 +130,36 @@ def test_an_error_from_a_worker_carries_no_token(client: Client, dvid_server, dv
     text = repr(caught.value) + str(caught.value.__context__) + str(caught.value.__cause__)
     for secret in ("SECRET-TOKEN-9d2e", "ADMIN-TOKEN-41aa"):
         assert secret.encode() not in blob and secret not in text
+
+
+def test_compute_on_a_client_gathers_chunks_into_one_result(
+    client: Client, dvid_server, dvid_node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dvid_store import DvidClient, dask_array
+    from dvid_store.errors import DvidError
+    from dvid_store.testing import FaultProxy
+    from dvid_store.transport import RetryPolicy
+
+    data = np.random.default_rng(32).integers(0, 256, (64, 64, 128), dtype=np.uint8)
+    create_array(dvid_node, "gray", data.shape, "uint8")[:] = data
+    gathered: list[int] = []
+    gather = dask_array.gather_into_result
+
+    def counting(the_client, array):
+        gathered.append(array.npartitions)
+        return gather(the_client, array)
+
+    monkeypatch.setattr(dask_array, "gather_into_result", counting)
+    lazy = open_dask(dvid_node, "gray", chunks=(32, 32, 64))
+    np.testing.assert_array_equal(lazy.compute(), data)
+    np.testing.assert_array_equal(lazy[5:60, :, 3:100].compute(), data[5:60, :, 3:100])
+    assert gathered == [8, 8]  # the chunks were copied into the result on the client, not joined by dask
+    with FaultProxy(dvid_server.url) as proxy:
+        node = DvidClient(proxy.address, token="SECRET-TOKEN-77aa", retry=RetryPolicy(total_seconds=0)).node(
+            dvid_node.uuid
+        )
+        failing = open_dask(node, "gray", chunks=(32, 32, 64))
+        proxy.inject("reset_before", times=None)
+        with pytest.raises(DvidError) as caught:
+            failing.compute()
+    assert "SECRET-TOKEN-77aa" not in repr(caught.value) + str(caught.value)
