@@ -4,8 +4,9 @@ Run from the repository root (``ci/bench`` runs it too)::
 
     python benchmarks/bench_far.py [--size 384] [--repeats 3] [--links 0,10,40,1gbit]
 
-A throwaway local DVID sits behind :class:`linkproxy.LinkProxy`, which adds a fixed
-delay to every request (one network round trip) or caps the link's bandwidth. For
+A throwaway local DVID sits behind :class:`linkproxy.LinkProxy` (a relay in a process of
+its own), which adds a fixed delay to every request (one network round trip) or caps the
+link's bandwidth. For
 each link setting and each of a ``size``³ uint8 instance (32³ blocks) and a ``size``³
 uint64 labelmap (64³ blocks), it measures, medians of ``--repeats`` runs:
 
@@ -151,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                 return name
 
             volumes.append(("uint64 labelmap (64^3 blocks)", labels, fresh_labels, "segmentation"))
-        with LinkProxy(server.url) as link:
-            for key in links:
-                link.latency, link.bandwidth = LINKS[key]
+        for key in links:
+            latency, bandwidth = LINKS[key]
+            with LinkProxy(server.url, latency=latency, bandwidth=bandwidth) as link:
                 for kind, data, fresh, name in volumes:
                     bench_volume(table, server, link, link_name(key), kind, args.size, args.repeats, data, fresh,
                                  name, node)

@@ -11,9 +11,11 @@ flight. :class:`LinkProxy` sits between client and server and models the link:
 
 It relays bytes as they come (nothing is buffered whole), so a big answer streams as it
 would over a real link, and each client connection gets its own server connection, so
-keep-alive behaves as it does without the proxy. It parses only what it must to see
+keep-alive behaves as it does without the proxy. The relay runs in a process of its own:
+in the benchmark's process its threads would take the interpreter lock from the client
+being measured, and the more work a client does in Python the more it would lose. It parses only what it must to see
 where a request starts: the request line, headers, and a ``Content-Length`` or chunked
-body. Settings can change between measurements; they apply to requests that start after.
+body. One proxy models one link; open another for other settings.
 
 Unlike :class:`dvid_store.testing.FaultProxy`, which reads every answer whole so it can
 cut, corrupt or replace it, this proxy never changes a byte.
@@ -21,8 +23,11 @@ cut, corrupt or replace it, this proxy never changes a byte.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from types import TracebackType
@@ -52,8 +57,8 @@ class _Bucket:
             time.sleep(delay)
 
 
-class LinkProxy:
-    """Relay ``127.0.0.1:<port>`` to ``upstream`` (``host:port``) through a modelled link.
+class _Relay:
+    """Relay ``127.0.0.1:<port>`` to ``upstream`` (``host:port``) through a modelled link (in this process).
 
     Parameters
     ----------
@@ -99,7 +104,7 @@ class LinkProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
-    def __enter__(self) -> LinkProxy:
+    def __enter__(self) -> _Relay:
         return self
 
     def __exit__(
@@ -231,3 +236,69 @@ def _body_framing(head: bytes) -> tuple[int, bool]:
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
     return length, chunked
+
+
+class LinkProxy:
+    """A :class:`_Relay` in a child process: ``127.0.0.1:<port>`` → ``upstream`` through a modelled link.
+
+    Parameters
+    ----------
+    upstream : str
+        ``host:port`` (or ``http://host:port``) of the server.
+    latency : float
+        Seconds each request waits before it is forwarded.
+    bandwidth : float, optional
+        Bytes per second of the link in each direction; ``None``: unlimited.
+    """
+
+    def __init__(self, upstream: str, *, latency: float = 0.0, bandwidth: float | None = None) -> None:
+        self.latency = latency
+        self.bandwidth = bandwidth
+        command = [sys.executable, __file__, upstream, "--latency", str(latency)]
+        if bandwidth is not None:
+            command += ["--bandwidth", str(bandwidth)]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().strip()
+        if not line:
+            self.close()
+            raise RuntimeError(f"the link proxy did not start: {command}")
+        self.address = line
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()  # the child serves until its stdin closes
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> LinkProxy:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="relay to UPSTREAM through a modelled link until stdin closes")
+    parser.add_argument("upstream")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--bandwidth", type=float, default=None)
+    args = parser.parse_args()
+    relay = _Relay(args.upstream, latency=args.latency, bandwidth=args.bandwidth)
+    print(relay.address, flush=True)
+    sys.stdin.read()
+    relay.close()
+
+
+if __name__ == "__main__":
+    main()
