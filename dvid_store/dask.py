@@ -215,7 +215,7 @@ def open_dask(
     from dask.base import tokenize
 
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
-    layout = discover_layout(node, instance, supervoxels=supervoxels)
+    layout = discover_layout(node, instance, supervoxels=supervoxels, max_scale=scale)
     level = layout.level(scale)
     io = _level_io(node, layout, level, supervoxels, compression, throttle=throttle)
     reader = VolumeReader(io, level.origin, level.shape)
@@ -298,7 +298,7 @@ def to_dvid(
     from dask.delayed import delayed
 
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
-    layout = discover_layout(node, instance)
+    layout = discover_layout(node, instance, max_scale=scale)
     level = layout.level(scale)
     io = _level_io(node, layout, level, False, None, throttle=throttle)
     if not isinstance(array, da.Array):

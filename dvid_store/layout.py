@@ -190,7 +190,12 @@ def _extent_box(min_point: ZYX | None, max_point: ZYX | None, factor: int, block
 
 
 def discover_layout(
-    node: Node, instance: str, *, supervoxels: bool = False, info: Mapping[str, Any] | None = None
+    node: Node,
+    instance: str,
+    *,
+    supervoxels: bool = False,
+    info: Mapping[str, Any] | None = None,
+    max_scale: int | None = None,
 ) -> Layout:
     """Read an instance's layout from DVID.
 
@@ -204,6 +209,9 @@ def discover_layout(
         labelmap only.
     info : mapping, optional
         The instance's ``/info`` if already fetched.
+    max_scale : int, optional
+        Look for grayscale pyramid levels (instances ``name_1``, ...) up to this scale
+        only; ``0`` skips the repo's instance list, a round trip. Default: all.
 
     Raises
     ------
@@ -236,9 +244,9 @@ def discover_layout(
     else:
         origin, shape = _extent_box(min_point, max_point, 1, block)  # type: ignore[arg-type]
         levels.append(Level("0", instance, 0, 1, origin, shape, block, typename, stored))  # type: ignore[arg-type]
-        names = node.instances()
+        names = node.instances() if max_scale is None or max_scale > 0 else {}
         s = 1
-        while names.get(f"{instance}_{s}") == typename:
+        while (max_scale is None or s <= max_scale) and names.get(f"{instance}_{s}") == typename:
             name = f"{instance}_{s}"
             linfo = node.typeinfo(name)
             lext = linfo["Extended"]

@@ -12,16 +12,17 @@ resolves the node reference on the server.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .client import DvidClient
 from .errors import DvidInputError
-
-if TYPE_CHECKING:
-    from .node import Node
+from .node import Node
 
 __all__ = ["DvidURL", "parse_url"]
+
+_FULL_UUID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,19 @@ class DvidURL:
         return DvidClient(self.server, **conn)
 
     def node(self, **conn: Any) -> Node:
-        """Resolve the node reference (one or two requests).
+        """The node the reference names: a full UUID as it is (no request; an unknown one
+        fails at its first use with :class:`~dvid_store.UnknownNodeError`), anything else
+        resolved (one or two requests).
 
         ``conn`` goes to :class:`~dvid_store.DvidClient`, plus ``scheme`` (``"http"``
         or ``"https"``) to reach the server with another scheme than the URL's.
         """
         scheme = conn.pop("scheme", None)
         server = self.server if scheme is None else f"{scheme}://{self.server.split('://', 1)[1]}"
-        return DvidURL(server, self.ref, self.instance, self.key).client(**conn).node(self.ref)
+        client = DvidURL(server, self.ref, self.instance, self.key).client(**conn)
+        if _FULL_UUID.match(self.ref):
+            return Node(client, self.ref)
+        return client.node(self.ref)
 
 
 def parse_url(url: str, scheme: str = "http") -> DvidURL:

@@ -174,3 +174,15 @@ def test_to_dvid_refuses_values_that_do_not_fit_even_in_edge_blocks(dvid_node: N
     with pytest.raises(DvidInputError, match="without losing values"):
         to_dvid(da.from_array(data, chunks=(10, 20, 30)), dvid_node, "gray", offset=(3, 5, 7))
     assert not open_dask(dvid_node, "gray").compute().any()  # nothing was written
+
+
+def test_opening_by_full_uuid_costs_one_round_trip(dvid_fault_proxy, dvid_node: Node) -> None:
+    from dvid_store import UnknownNodeError
+
+    create_array(dvid_node, "gray", (64, 64, 64), "uint8")
+    url = f"dvid://{dvid_fault_proxy.address}/{dvid_node.uuid}/gray"
+    open_dask(url)
+    # the instance's /info alone: no repo listing, no node check, no pyramid search at scale 0
+    assert [r.path.split("?")[0] for r in dvid_fault_proxy.log] == [f"/api/node/{dvid_node.uuid}/gray/info"]
+    with pytest.raises(UnknownNodeError):
+        open_dask(f"dvid://{dvid_fault_proxy.address}/{'f' * 32}/gray")
