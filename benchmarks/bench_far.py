@@ -25,8 +25,10 @@ the raw transfer over the same link.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from itertools import count
 from pathlib import Path
@@ -62,6 +64,24 @@ def post_raw(url: str, data: np.ndarray) -> None:
     response.raise_for_status()
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_note(run: Callable[[], Any], server: DvidServer, link: LinkProxy) -> str:
+    """Where one more run's CPU goes: this process (client), DVID, the link proxy; and its wall time."""
+    pids = (server.pid or 0, link.pid)
+    before = (time.process_time(), *(process_cpu(p) for p in pids))
+    start = time.perf_counter()
+    run()
+    wall = time.perf_counter() - start
+    after = (time.process_time(), *(process_cpu(p) for p in pids))
+    client, dvid, relay = (b - a for a, b in zip(before, after))
+    return f"CPU s: client {client:.2f}, DVID {dvid:.2f}, link {relay:.2f}; wall {wall:.2f} s"
+
+
 def checked(read: Callable[[], Any], expected: np.ndarray, what: str) -> Callable[[], Any]:
     """``read``, after one call that must return ``expected``."""
     got = np.asarray(read())
@@ -79,24 +99,24 @@ def bench_volume(table: Table, server: DvidServer, link: LinkProxy, label: str, 
     out = np.empty(shape, data.dtype)
     base = "GET /raw streamed (baseline)"
     raw = raw_url(link.url, node.uuid, name, shape, (0, 0, 0))
-    table.add(group, base, timed(checked(lambda: stream_into(raw, out), data, "GET /raw"), repeats), data.nbytes, "")
     array = open_dask(url)
-    table.add(group, "open_dask(url).compute()", timed(checked(array.compute, data, "open_dask"), repeats),
-              data.nbytes, base, note=f"dask chunks {array.chunksize}")
     engine = xr.open_dataset(url, engine="dvid", chunks={})[name]
-    table.add(group, "xr.open_dataset(url, chunks={}).load()",
-              timed(checked(lambda: engine.compute().values, data, "xarray engine"), repeats), data.nbytes, base)
     zarray = zarr.open_array(url + "/0", mode="r")
-    table.add(group, "zarr.open_array(url)[...]", timed(checked(lambda: zarray[...], data, "zarr"), repeats),
-              data.nbytes, base, note=f"zarr chunks {zarray.chunks}")
     opened = xr.open_zarr(url, consolidated=False)["0"]
-    table.add(group, "xr.open_zarr(url).load()",
-              timed(checked(lambda: opened.compute().values, data, "xr.open_zarr"), repeats), data.nbytes, base,
-              note=f"dask chunks {opened.data.chunksize}")
     from_zarr = da.from_zarr(url + "/0")
-    table.add(group, "da.from_zarr(url).compute()",
-              timed(checked(from_zarr.compute, data, "da.from_zarr"), repeats), data.nbytes, base,
-              note=f"dask chunks {from_zarr.chunksize}")
+    reads: list[tuple[str, Callable[[], Any], str]] = [
+        (base, lambda: stream_into(raw, out), ""),
+        ("open_dask(url).compute()", array.compute, f"dask chunks {array.chunksize}"),
+        ("xr.open_dataset(url, chunks={}).load()", lambda: engine.compute().values,
+         f"dask chunks {engine.data.chunksize}"),
+        ("zarr.open_array(url)[...]", lambda: zarray[...], f"zarr chunks {zarray.chunks}"),
+        ("xr.open_zarr(url).load()", lambda: opened.compute().values, f"dask chunks {opened.data.chunksize}"),
+        ("da.from_zarr(url).compute()", from_zarr.compute, f"dask chunks {from_zarr.chunksize}"),
+    ]
+    for what, read, note in reads:
+        runs = timed(checked(read, data, what), repeats)
+        table.add(group, what, runs, data.nbytes, "" if what == base else base,
+                  note="; ".join(n for n in (note, cpu_note(read, server, link)) if n))
 
     write_group = f"{label}: write {size}^3 {kind}"
     table.add(write_group, "POST /raw (baseline)",

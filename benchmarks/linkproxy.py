@@ -269,6 +269,11 @@ class LinkProxy:
     def url(self) -> str:
         return f"http://{self.address}"
 
+    @property
+    def pid(self) -> int:
+        """Process id of the relay (for CPU accounting)."""
+        return self._process.pid
+
     def close(self) -> None:
         if self._process.poll() is None:
             assert self._process.stdin is not None

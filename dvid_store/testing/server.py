@@ -246,6 +246,11 @@ class DvidServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server (``None`` when stopped): for CPU accounting."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def __repr__(self) -> str:
         state = f"url={self.url!r}" if self.running else "stopped"
         return f"DvidServer({state})"
