@@ -135,6 +135,20 @@ def bench_volume(table: Table, server: DvidServer, link: LinkProxy, label: str, 
               "POST /raw (baseline)")
 
 
+def pivot(table: Table, links: list[str]) -> str:
+    """Ratios as one row per volume and path, one column per link (the performance page's table)."""
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for r in table.results:
+        link, _, what = r.group.partition(": ")
+        key = (what.split(" ", 2)[2] + (" write" if what.startswith("write") else ""), r.name)
+        rows.setdefault(key, {})[link] = r.ratio or 0.0
+    lines = ["| volume | path | " + " | ".join(links) + " |", "| --- | --- |" + " ---: |" * len(links)]
+    for (volume, name), ratios in rows.items():
+        cells = " | ".join(f"{ratios[link]:.2f}" if link in ratios else "" for link in links)
+        lines.append(f"| {volume} | {name} | {cells} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=384, help="edge of the cubic region, a multiple of 64")
@@ -180,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                                  name, node)
     print()
     print(table.markdown())
+    print()
+    print(pivot(table, [link_name(k) for k in links]))
     meta = {"size": args.size, "repeats": args.repeats, "links": links, "python": sys.version.split()[0],
             "machine": platform.machine(), "dvid_store": dvid_store.__version__, "zarr": zarr.__version__}
     table.save(args.json, meta)
