@@ -7,6 +7,13 @@ or labelmap) at one scale, many blocks per HTTP request:
   records ``int32 bx, by, bz, int32 n, n bytes``, in any order, absent blocks left out.
   Records are parsed straight from the response stream (1 MiB pieces, no ``.content``)
   and decoded in the calling thread.
+* blocks of ``rgba8blk`` (DVID's one multichannel imageblk type) are 4 bytes per
+  voxel, R, G, B, A, x fastest, in ``/specificblocks``, ``/subvolblocks`` and
+  ``/raw`` alike (checked against the server: a ``POST /raw`` of known voxels reads
+  back byte for byte from each). They are uint8 arrays with a trailing channel axis,
+  shape ``(z, y, x, 4)``: :attr:`BlockIO.dtype` is ``uint8`` and
+  :attr:`BlockIO.channel_shape` ``(4,)``, so every layer above slices, compares and
+  merges them as plain numpy arrays.
 * **writes** are grouped into block-aligned boxes (one box per run of neighbouring
   blocks) and sent as ``POST /raw`` (labelmap: ``?mutate=true``, so label indices stay
   right when data is overwritten), or, for labelmap scales above 0, ``POST /blocks``.
@@ -95,6 +102,7 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 __all__ = [
+    "CHANNELS",
     "DEFAULT_LABEL_WRITE_COMPRESSION",
     "DEFAULT_MAX_BLOCKS",
     "DEFAULT_MAX_BYTES",
@@ -112,14 +120,21 @@ __all__ = [
 
 ZYX = tuple[int, int, int]
 
-#: imageblk datatypes and their voxel dtype (little-endian, as DVID sends them).
+#: imageblk datatypes and the dtype of their values (little-endian, as DVID sends
+#: them); a voxel of a multichannel type is :data:`CHANNELS` such values.
 VOXEL_TYPES: dict[str, np.dtype] = {
     "uint8blk": np.dtype("u1"),
     "uint16blk": np.dtype("<u2"),
     "uint32blk": np.dtype("<u4"),
     "uint64blk": np.dtype("<u8"),
     "float32blk": np.dtype("<f4"),
+    "rgba8blk": np.dtype("u1"),
 }
+
+#: Multichannel imageblk types and the trailing axes of their arrays: ``rgba8blk``
+#: voxels are 4 uint8 values R, G, B, A (the only multichannel imageblk type DVID
+#: v1.0.0 serves; its ``multichan16`` is a separate datatype without block access).
+CHANNELS: dict[str, tuple[int, ...]] = {"rgba8blk": (4,)}
 
 #: Label datatypes with ``scale`` and ``supervoxels`` block access.
 LABEL_TYPES: dict[str, np.dtype] = {"labelmap": np.dtype("<u8")}
@@ -223,9 +238,11 @@ class BlockIO:
     """Read and write whole blocks of one DVID voxel instance at one scale.
 
     Block coordinates are ``(z, y, x)`` in units of blocks of this scale's grid and may
-    be negative. Blocks are numpy arrays of shape :attr:`block_shape` and dtype
-    :attr:`dtype`. Instances are cheap, thread-safe (each thread uses its own HTTP
-    session) and pickle as configuration.
+    be negative. Blocks are numpy arrays of shape :attr:`block_array_shape`
+    (:attr:`block_shape`, plus a trailing axis of 4 channels R, G, B, A for
+    ``rgba8blk``) and dtype :attr:`dtype`; boxes likewise carry the channel axis.
+    Instances are cheap, thread-safe (each thread uses its own HTTP session) and
+    pickle as configuration.
 
     Parameters
     ----------
@@ -291,6 +308,7 @@ class BlockIO:
         self.instance = instance
         self.typename = typename
         self.dtype = VOXEL_TYPES.get(typename) or LABEL_TYPES[typename]
+        self.channel_shape: tuple[int, ...] = CHANNELS.get(typename, ())
         self.block_shape: ZYX = as_zyx(block_shape, "block_shape")
         self.scale = int(scale)
         self.supervoxels = bool(supervoxels)
@@ -320,7 +338,7 @@ class BlockIO:
             )
         if self.max_blocks < 1 or self.max_bytes < 1 or self.max_write_voxels < 1:
             raise DvidInputError("max_blocks, max_bytes and max_write_voxels must be positive")
-        self.block_nbytes = int(np.prod(self.block_shape)) * self.dtype.itemsize
+        self.block_nbytes = int(np.prod(self.block_array_shape)) * self.dtype.itemsize
 
     @classmethod
     def open(
@@ -371,6 +389,11 @@ class BlockIO:
 
     def __hash__(self) -> int:
         return hash((self.node, self.instance, self.scale, self.supervoxels))
+
+    @property
+    def block_array_shape(self) -> tuple[int, ...]:
+        """Shape of one block's array: :attr:`block_shape` plus :attr:`channel_shape`."""
+        return self.block_shape + self.channel_shape
 
     @property
     def blocks_per_request(self) -> int:
@@ -450,17 +473,18 @@ class BlockIO:
         box : ((z0, y0, x0), (z1, y1, x1))
             Half-open voxel box; need not be block aligned.
         out : numpy.ndarray, optional
-            Destination of the box's shape and :attr:`dtype`; may be a strided view
-            (e.g. the box's part of a larger array), which is filled in place.
+            Destination of the box's shape (plus :attr:`channel_shape`) and
+            :attr:`dtype`; may be a strided view (e.g. the box's part of a larger
+            array), which is filled in place.
 
         Returns
         -------
         numpy.ndarray
-            The voxels, ``(z, y, x)``. Blocks missing from the block stream are
+            The voxels, ``(z, y, x)`` (``(z, y, x, 4)`` for rgba8blk). Blocks missing from the block stream are
             confirmed absent as in :meth:`read` before they read as 0.
         """
         box = as_box(box)
-        shape = box_shape(box)
+        shape = box_shape(box) + self.channel_shape
         if out is None:
             check_allocation(shape, self.dtype, f"a read of {self.instance!r}")
             out = np.empty(shape, self.dtype)
@@ -575,10 +599,10 @@ class BlockIO:
                 query_box = (box[0], (box[1][0], box[1][1], box[1][2] + 1))
         shape = box_shape(query_box)
         path = self._path("raw", "0_1_2", xyz_string(shape), xyz_string(query_box[0]))
-        out = np.empty(shape, self.dtype)
+        out = np.empty(shape + self.channel_shape, self.dtype)
         consume = lz4_into(out) if self.family == "labelmap" else bytes_into(out)
         self.node.transport.stream("GET", path, consume, params=params)
-        return out if query_box is box else out[..., : box_shape(box)[2]]
+        return out if query_box is box else out[:, :, : box_shape(box)[2]]
 
     def _max_payload(self) -> int:
         """The largest payload a record can plausibly hold (a guard against garbage).
@@ -615,7 +639,7 @@ class BlockIO:
             else:  # "blocks"
                 if out is not None:
                     return decode_gzipped_label_block(payload, out=out)
-                return decode_gzipped_label_block(payload).reshape(self.block_shape)
+                return decode_gzipped_label_block(payload).reshape(self.block_array_shape)
         except UnsupportedError:
             raise
         except Exception as exc:  # lz4/zlib/codec errors all mean a corrupt payload
@@ -628,7 +652,7 @@ class BlockIO:
                 "GET", self.node.transport.url(self._path("specificblocks")), 200,
                 f"block {coord} of {self.instance!r} has {len(raw)} bytes, expected {nbytes}",
             )
-        block = np.frombuffer(raw, self.dtype).reshape(self.block_shape)
+        block = np.frombuffer(raw, self.dtype).reshape(self.block_array_shape)
         if out is None:
             return block
         np.copyto(out, block)
@@ -683,8 +707,8 @@ class BlockIO:
         Parameters
         ----------
         blocks : mapping
-            ``(z, y, x)`` block coordinate → array of :attr:`block_shape` (any dtype
-            castable to :attr:`dtype` without loss).
+            ``(z, y, x)`` block coordinate → array of :attr:`block_array_shape` (any
+            dtype castable to :attr:`dtype` without loss).
 
         Returns
         -------
@@ -713,13 +737,15 @@ class BlockIO:
     def write_box(self, data: np.ndarray, start: Sequence[int]) -> int:
         """Store a block-aligned box of voxels (this scale's grid) at ``start`` (z, y, x).
 
+        ``data`` is ``(z, y, x)``, plus :attr:`channel_shape` (rgba8blk: ``(z, y, x, 4)``).
         Returns the number of requests sent.
         """
         start = as_zyx(start, "start")
         data = np.asarray(data)
+        self._check_channels(data, "the box")
         box = (start, tuple(s + n for s, n in zip(start, data.shape)))
         bs = self.block_shape
-        if data.ndim != 3 or any(v % b for corner in box for v, b in zip(corner, bs)):
+        if any(v % b for corner in box for v, b in zip(corner, bs)):
             raise DvidInputError(
                 f"a write must cover whole DVID blocks of {bs} (z, y, x): box {box[0]}–{box[1]} is not "
                 "block aligned; read the surrounding blocks, modify them and write them back"
@@ -756,11 +782,24 @@ class BlockIO:
             "without losing values; convert the data first"
         )
 
+    def _check_channels(self, data: np.ndarray, what: str) -> None:
+        """Refuse an array that is not ``(z, y, x)`` plus this instance's channel axis."""
+        ndim = 3 + len(self.channel_shape)
+        if data.ndim == ndim and data.shape[3:] == self.channel_shape:
+            return
+        if self.channel_shape:
+            raise DvidInputError(
+                f"{what} must have shape (z, y, x, {', '.join(map(str, self.channel_shape))}) for {self.typename} "
+                f"{self.instance!r} (channels R, G, B, A last), got {data.shape}"
+            )
+        raise DvidInputError(f"{what} must be 3-d (z, y, x) for {self.typename} {self.instance!r}, got {data.shape}")
+
     def _check_block(self, block: np.ndarray) -> np.ndarray:
         block = np.asarray(block)
-        if block.shape != self.block_shape:
+        if block.shape != self.block_array_shape:
+            axes = "(z, y, x)" if not self.channel_shape else "(z, y, x, channel)"
             raise DvidInputError(
-                f"a block of {self.instance!r} must have shape {self.block_shape} (z, y, x), got {block.shape}"
+                f"a block of {self.instance!r} must have shape {self.block_array_shape} {axes}, got {block.shape}"
             )
         return self._check_dtype(block)
 
@@ -770,9 +809,9 @@ class BlockIO:
         if nblocks == (1, 1, 1):
             data = np.ascontiguousarray(blocks[start_block])
         else:
-            data = np.empty(shape, self.dtype)
+            data = np.empty(shape + self.channel_shape, self.dtype)
             # one copy per block (a handful to ~1000 per request), never per voxel
-            view = data.reshape(nblocks[0], bs[0], nblocks[1], bs[1], nblocks[2], bs[2])
+            view = data.reshape(nblocks[0], bs[0], nblocks[1], bs[1], nblocks[2], bs[2], *self.channel_shape)
             for dz in range(nblocks[0]):
                 for dy in range(nblocks[1]):
                     for dx in range(nblocks[2]):
@@ -782,7 +821,7 @@ class BlockIO:
 
     def _post_raw(self, start: ZYX, data: np.ndarray) -> None:
         """``POST /raw`` of a block-aligned, C-contiguous box (the dtype already checked)."""
-        path = self._path("raw", "0_1_2", xyz_string(data.shape), xyz_string(start))
+        path = self._path("raw", "0_1_2", xyz_string(data.shape[:3]), xyz_string(start))
         body: Any = np.ascontiguousarray(data, dtype=self.dtype.newbyteorder("<")).data.cast("B")
         params: dict[str, Any] = self._params()
         if self.family == "labelmap":

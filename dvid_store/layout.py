@@ -9,6 +9,9 @@ same blocks even if the instance's extents grow later. Every array front end
 
 Conventions
 -----------
+* Arrays are ``(z, y, x)``; a multichannel type (``rgba8blk``) adds a trailing
+  channel axis (:attr:`Layout.channel_shape`, ``(4,)``: R, G, B, A) that every front
+  end keeps whole: a chunk holds all channels of its voxels, as a DVID block does.
 * Level ``"<level>"`` is pyramid level ``level`` (labelmap: DVID ``scale=level``;
   grayscale: instance ``name`` for level 0, ``name_<level>`` above), each a 2**level
   down-sampling of level 0.
@@ -26,13 +29,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from .blocks import LABEL_TYPES, VOXEL_TYPES, stored_kind
+from .blocks import CHANNELS, LABEL_TYPES, VOXEL_TYPES, stored_kind
 from .errors import DvidInputError, UnsupportedError
 
 if TYPE_CHECKING:
     from .node import Node
 
 __all__ = [
+    "CHANNEL_NAMES",
     "Layout",
     "Level",
     "discover_layout",
@@ -42,6 +46,10 @@ __all__ = [
 ]
 
 ZYX = tuple[int, int, int]
+
+#: Names of the channels of a multichannel type: the ``c`` coordinate of the xarray
+#: engine and the zarr arrays' ``dvid.channels`` attribute.
+CHANNEL_NAMES: dict[str, tuple[str, ...]] = {"rgba8blk": ("r", "g", "b", "a")}
 
 #: DVID unit spellings → OME-Zarr (UDUNITS-2) unit names.
 _UNITS = {
@@ -109,6 +117,16 @@ class Level:
         """Blocks (chunks) per axis."""
         return tuple(s // b for s, b in zip(self.shape, self.block_shape))  # type: ignore[return-value]
 
+    @property
+    def channel_shape(self) -> tuple[int, ...]:
+        """Trailing axes of a voxel: ``(4,)`` for rgba8blk (R, G, B, A), else ``()``."""
+        return CHANNELS.get(self.typename, ())
+
+    @property
+    def array_shape(self) -> tuple[int, ...]:
+        """The level's array shape: :attr:`shape` plus :attr:`channel_shape`."""
+        return self.shape + self.channel_shape
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -125,7 +143,8 @@ class Layout:
     typename : str
         DVID type (``"uint8blk"``, ``"labelmap"``, ...).
     dtype : str
-        numpy dtype string (little-endian).
+        numpy dtype string (little-endian) of one value: ``"|u1"`` for rgba8blk,
+        whose voxels are :attr:`channel_shape` values.
     voxel_size : (float, float, float)
         Level-0 voxel size, (z, y, x).
     units : (str, str, str)
@@ -153,6 +172,11 @@ class Layout:
     @property
     def block_shape(self) -> ZYX:
         return self.levels[0].block_shape
+
+    @property
+    def channel_shape(self) -> tuple[int, ...]:
+        """Trailing axes of a voxel: ``(4,)`` for rgba8blk (R, G, B, A), else ``()``."""
+        return CHANNELS.get(self.typename, ())
 
     def level(self, path_or_index: str | int) -> Level:
         """The level by array path (``"1"``) or index (``1``)."""

@@ -9,6 +9,10 @@ transfers use them on any worker.
 
 A write of a box that covers blocks only in part merges those edge blocks under
 :func:`block_locks` (see :class:`VolumeWriter`).
+
+Multichannel levels (``rgba8blk``) are 4-d, ``(z, y, x, 4)``: reads may select
+channels (the voxels are read whole and cut here), writes cover all 4 channels of
+their box, as DVID stores whole voxels.
 """
 
 from __future__ import annotations
@@ -30,16 +34,21 @@ __all__ = ["VolumeReader", "VolumeWriter", "block_locks", "step_one_bounds"]
 ZYX = tuple[int, int, int]
 
 
-def _normalise_key(key: Any, shape: ZYX) -> tuple[tuple[slice, ...], tuple[Any, ...]]:
-    """Bounding slices (step 1) of a basic index, and the index to apply to them afterwards."""
+def _normalise_key(key: Any, shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[Any, ...]]:
+    """Bounding slices (step 1) of a basic index, and the index to apply to them afterwards.
+
+    ``shape`` is the array's: ``(z, y, x)``, or ``(z, y, x, 4)`` for a multichannel level.
+    """
+    ndim = len(shape)
     if not isinstance(key, tuple):
         key = (key,)
     if any(k is Ellipsis for k in key):
         i = key.index(Ellipsis)
-        key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
-    key = key + (slice(None),) * (3 - len(key))
-    if len(key) != 3:
-        raise IndexError(f"too many indices for a 3-d volume: {key!r}")
+        key = key[:i] + (slice(None),) * (ndim - len(key) + 1) + key[i + 1 :]
+    key = key + (slice(None),) * (ndim - len(key))
+    if len(key) != ndim:
+        axes = "(z, y, x)" if ndim == 3 else "(z, y, x, channel)"
+        raise IndexError(f"too many indices for a {ndim}-d volume {axes}: {key!r}")
     bounds: list[slice] = []
     after: list[int | slice] = []
     for k, n in zip(key, shape):
@@ -61,7 +70,7 @@ def _normalise_key(key: Any, shape: ZYX) -> tuple[tuple[slice, ...], tuple[Any, 
     return tuple(bounds), tuple(after)
 
 
-def step_one_bounds(key: Any, shape: ZYX) -> tuple[slice, ...] | None:
+def step_one_bounds(key: Any, shape: Sequence[int]) -> tuple[slice, ...] | None:
     """The box (slices of step 1) that a basic index cuts out of ``shape``.
 
     Returns None for integers (which drop an axis) and steps other than 1; raises
@@ -75,11 +84,24 @@ def step_one_bounds(key: Any, shape: ZYX) -> tuple[slice, ...] | None:
     return bounds
 
 
+def _array_shape(io: BlockIO, shape: Sequence[int]) -> tuple[int, ...]:
+    """``(z, y, x)`` plus the level's channel axis; ``shape`` may already include it."""
+    spatial = tuple(int(n) for n in shape[:3])
+    rest = tuple(int(n) for n in shape[3:])
+    if len(shape) < 3 or (rest and rest != io.channel_shape):
+        raise DvidInputError(
+            f"a level of {io.typename} {io.instance!r} has shape (z, y, x)"
+            + "".join(f" + ({n},)" for n in io.channel_shape) + f"; got {tuple(shape)}"
+        )
+    return spatial + io.channel_shape
+
+
 class VolumeReader:
     """A numpy-like, picklable view of one level of a DVID instance (for ``dask.array.from_array``).
 
     ``reader[z0:z1, y0:y1, x0:x1]`` reads that box (array indices: index 0 is
-    ``origin``) through :meth:`BlockIO.read_box`.
+    ``origin``) through :meth:`BlockIO.read_box`. A multichannel level (rgba8blk) is
+    4-d, ``(z, y, x, 4)``; an index of its channel axis cuts the voxels read.
 
     Parameters
     ----------
@@ -88,16 +110,19 @@ class VolumeReader:
     origin : (int, int, int)
         Voxel coordinate of index 0.
     shape : (int, int, int)
-        Array shape.
+        Array shape (z, y, x); the channel axis of a multichannel level is added (it
+        may be given too).
     """
-
-    ndim = 3
 
     def __init__(self, io: BlockIO, origin: Sequence[int], shape: Sequence[int]) -> None:
         self.io = io
         self.origin: ZYX = as_zyx(origin)
-        self.shape: ZYX = tuple(int(n) for n in shape)  # type: ignore[assignment]
+        self.shape: tuple[int, ...] = _array_shape(io, shape)
         self.dtype = io.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
     def __repr__(self) -> str:
         return f"VolumeReader({self.io!r}, origin={self.origin}, shape={self.shape})"
@@ -109,14 +134,20 @@ class VolumeReader:
             empty: np.ndarray = np.empty(sizes, self.dtype)[after]
             return empty
         data = self.io.read_box(self._box(bounds))
+        if bounds[3:] and any(b != slice(0, n) for b, n in zip(bounds[3:], self.shape[3:])):
+            data = data[(slice(None),) * 3 + bounds[3:]]
         return data[after] if any(a != slice(None) for a in after) else data
 
     def read_into(self, region: tuple[slice, ...], out: np.ndarray) -> np.ndarray:
         """Read ``self[region]`` (slices of step 1, array indices) into ``out``, a view of that shape."""
-        return self.io.read_box(self._box(region), out=out)
+        channels = region[3:]
+        if all(c == slice(0, n) for c, n in zip(channels, self.shape[3:])):
+            return self.io.read_box(self._box(region), out=out)
+        out[...] = self.io.read_box(self._box(region))[(slice(None),) * 3 + channels]
+        return out
 
     def _box(self, region: tuple[slice, ...]) -> Box:
-        """The voxel box of array-index slices of step 1."""
+        """The voxel box of array-index slices of step 1 (a channel slice is left to the caller)."""
         return (
             tuple(o + s.start for o, s in zip(self.origin, region)),
             tuple(o + s.stop for o, s in zip(self.origin, region)),
@@ -140,24 +171,34 @@ class VolumeWriter:
     * afterwards the edge blocks are read again, and if the region's own voxels
       there are not what was written, another writer (an independent process: no
       lock reaches it) wrote over them: :class:`~dvid_store.errors.ConcurrentWriteError`.
+
+    A multichannel level (rgba8blk) is 4-d, ``(z, y, x, 4)``, and every region
+    covers all 4 channels (DVID stores whole voxels); edge blocks merge all channels
+    of the region's voxels.
     """
 
     def __init__(self, io: BlockIO, origin: Sequence[int], shape: Sequence[int]) -> None:
         self.io = io
         self.origin: ZYX = as_zyx(origin)
-        self.shape: ZYX = tuple(int(n) for n in shape)  # type: ignore[assignment]
+        self.shape: tuple[int, ...] = _array_shape(io, shape)
         self.dtype = io.dtype
-        self.ndim = 3
+        self.ndim = len(self.shape)
 
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
         bounds = step_one_bounds(key, self.shape)
         if bounds is None:
             raise DvidInputError("DVID volumes are written by boxes: use slices with step 1")
+        if any(b != slice(0, n) for b, n in zip(bounds[3:], self.shape[3:])):
+            raise DvidInputError(
+                f"{self.io.typename} {self.io.instance!r} stores whole voxels: a write covers all "
+                f"{', '.join(map(str, self.io.channel_shape))} channels of its box (got {bounds[3:]})"
+            )
         value = np.asarray(value)
         start = tuple(o + s.start for o, s in zip(self.origin, bounds))
         stop = tuple(o + s.stop for o, s in zip(self.origin, bounds))
-        if value.shape != tuple(b - a for a, b in zip(start, stop)):
-            value = np.broadcast_to(value, tuple(b - a for a, b in zip(start, stop)))
+        shape = tuple(b - a for a, b in zip(start, stop)) + self.io.channel_shape
+        if value.shape != shape:
+            value = np.broadcast_to(value, shape)
         if value.size == 0:
             return
         box: Box = (start, stop)
@@ -170,7 +211,7 @@ class VolumeWriter:
         self.io.node.require_writable(f"writing to {self.io.instance!r}")
         edges = _edge_blocks(box, outer, self.io.block_shape)
         with block_locks(self.io, edges):
-            data = np.empty(box_shape(outer), self.io.dtype)
+            data = np.empty(box_shape(outer) + self.io.channel_shape, self.io.dtype)
             stored = self._stored_view()
             for coord, block in _read_all(stored, edges).items():
                 dst, _ = _overlap(outer, coord, self.io.block_shape)
@@ -227,7 +268,7 @@ def _edge_blocks(box: Box, outer: Box, block_shape: ZYX) -> list[ZYX]:
 def _read_all(io: BlockIO, coords: list[ZYX]) -> dict[ZYX, np.ndarray]:
     """Every block of ``coords``, absent ones (confirmed by :meth:`BlockIO.read`) as zeros."""
     found = io.read(coords)
-    return {c: found[c] if c in found else np.zeros(io.block_shape, io.dtype) for c in coords}
+    return {c: found[c] if c in found else np.zeros(io.block_array_shape, io.dtype) for c in coords}
 
 
 _local_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
