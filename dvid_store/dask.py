@@ -9,6 +9,10 @@ each worker using its own connections. :func:`open_dask` returns a
 :class:`~dvid_store.dask_array.DvidArray`, whose ``compute()`` on the local schedulers
 fills one result array in place instead of concatenating chunks (half the peak memory).
 
+Multichannel levels (``rgba8blk``) are 4-d dask arrays, ``(z, y, x, 4)`` uint8 with
+the channels R, G, B, A last, chunked whole along the channel axis: a task reads or
+writes all channels of its blocks, as DVID stores them.
+
 The numpy-like views of a level that the tasks use (:class:`VolumeReader`,
 :class:`VolumeWriter`, with :func:`block_locks` and :func:`step_one_bounds`) live in
 :mod:`dvid_store.level_io` and can also be imported from here.
@@ -98,6 +102,17 @@ def resolve_target(
     return url_or_node, instance, int(scale or 0)
 
 
+def _voxel_bytes(io: BlockIO) -> int:
+    """Bytes of one voxel: its value's size times its channels."""
+    return io.dtype.itemsize * math.prod(io.channel_shape)
+
+
+def _axes_text(io: BlockIO) -> str:
+    if io.channel_shape:
+        return f"4-d (z, y, x, {io.channel_shape[0]}: channels R, G, B, A last)"
+    return "3-d (z, y, x)"
+
+
 def _level_io(
     node: Node, layout: Layout, level: Level, supervoxels: bool, compression: str | None, *, throttle: bool = False
 ) -> BlockIO:
@@ -139,8 +154,48 @@ def _aligned(chunks: tuple[tuple[int, ...], ...], start: Sequence[int], block_sh
     return True
 
 
-def _dask_chunks(chunks: Any, shape: ZYX, dtype: np.dtype, block_shape: ZYX) -> tuple[tuple[int, ...], ...]:
-    """Normalise requested chunks; sizes that split blocks are rounded (with a warning)."""
+def _spatial_chunks(chunks: Any, channel_shape: tuple[int, ...]) -> Any:
+    """The (z, y, x) part of requested chunks of a multichannel level, whose channel axis is one chunk.
+
+    Accepts chunks for z, y, x alone or for all four axes with the channel axis whole
+    (its size, ``-1`` or ``None``); an int or ``"auto"`` applies to z, y and x.
+    """
+    if not channel_shape:
+        return chunks
+    ndim = 3 + len(channel_shape)
+    whole = [(None, -1, n, (n,)) for n in channel_shape]
+    if isinstance(chunks, dict):
+        extra = {k: v for k, v in chunks.items() if k not in (0, 1, 2, -ndim, 1 - ndim, 2 - ndim)}
+        spatial = {k % ndim: v for k, v in chunks.items() if k not in extra}
+        if any(v not in whole[(k % ndim) - 3] for k, v in extra.items()):
+            raise DvidInputError(
+                f"chunks {chunks!r} split the channel axis; its {channel_shape[0]} channels are one chunk "
+                "(a DVID voxel holds them all): give chunks for z, y, x"
+            )
+        return spatial
+    if isinstance(chunks, (tuple, list)) and len(chunks) == ndim:
+        if any(c not in w for c, w in zip(chunks[3:], whole)):
+            raise DvidInputError(
+                f"chunks {chunks!r} split the channel axis; its {channel_shape[0]} channels are one chunk "
+                f"(a DVID voxel holds them all): use (z, y, x) or (z, y, x, {channel_shape[0]})"
+            )
+        return tuple(chunks[:3])
+    return chunks
+
+
+def _dask_chunks(
+    chunks: Any, shape: Sequence[int], dtype: np.dtype, block_shape: ZYX
+) -> tuple[tuple[int, ...], ...]:
+    """Normalise requested chunks; sizes that split blocks are rounded (with a warning).
+
+    ``shape`` is the array's; a channel axis after (z, y, x) is one chunk.
+    """
+    channels = tuple(int(n) for n in shape[3:])
+    spatial = _dask_spatial_chunks(_spatial_chunks(chunks, channels), as_zyx(shape[:3]), dtype, block_shape)
+    return spatial + tuple((n,) for n in channels)
+
+
+def _dask_spatial_chunks(chunks: Any, shape: ZYX, dtype: np.dtype, block_shape: ZYX) -> tuple[tuple[int, ...], ...]:
     from dask.array.core import normalize_chunks
 
     normal: tuple[tuple[int, ...], ...] = normalize_chunks(chunks, shape, dtype=dtype, previous_chunks=block_shape)
@@ -192,7 +247,9 @@ def open_dask(
     chunks : optional
         dask chunks. Default: whole blocks, about ``chunk_bytes`` per chunk. Sizes
         that split blocks are rounded to whole blocks with a warning; explicit
-        irregular chunks that split blocks are refused.
+        irregular chunks that split blocks are refused. A multichannel level's
+        channel axis is always one chunk (give chunks for z, y, x, or a fourth
+        entry that is the whole axis).
     compression : str, optional
         Transfer encoding (see :class:`~dvid_store.blocks.BlockIO`).
     chunk_bytes : int
@@ -207,7 +264,8 @@ def open_dask(
     DvidArray
         A :class:`dask.array.Array` whose shape, origin and dtype are those of the
         zarr array of :class:`~dvid_store.DvidStore`: index 0 is the level's
-        block-aligned minimum point. Slicing it gives an array whose graph covers
+        block-aligned minimum point. ``(z, y, x)``; rgba8blk levels are
+        ``(z, y, x, 4)`` uint8, channels R, G, B, A last. Slicing it gives an array whose graph covers
         the slice alone, however large the instance, and its ``compute()`` on the
         threaded or synchronous scheduler reads straight into the result (no second
         copy; see :class:`~dvid_store.dask_array.DvidArray`).
@@ -220,8 +278,8 @@ def open_dask(
     io = _level_io(node, layout, level, supervoxels, compression, throttle=throttle)
     reader = VolumeReader(io, level.origin, level.shape)
     if chunks is None:
-        chunks = default_chunks(level.shape, level.block_shape, io.dtype.itemsize, chunk_bytes)
-    normal = _dask_chunks(chunks, level.shape, io.dtype, level.block_shape)
+        chunks = default_chunks(level.shape, level.block_shape, _voxel_bytes(io), chunk_bytes)
+    normal = _dask_chunks(chunks, reader.shape, io.dtype, level.block_shape)
     # The level and how it is read; a slice's name adds its box and chunks (see DvidArray).
     source = tokenize(layout, scale, supervoxels, compression)
     return DvidArray.from_reader(reader, normal, source)
@@ -259,7 +317,8 @@ def to_dvid(
     Parameters
     ----------
     array : dask.array.Array or array-like
-        3-d, ``(z, y, x)``.
+        3-d, ``(z, y, x)``; for an rgba8blk instance 4-d, ``(z, y, x, 4)``
+        (channels R, G, B, A last; the channel axis is rechunked whole if split).
     url_or_node : str or Node
         Target ``dvid://`` URL or node.
     instance : str, optional
@@ -287,8 +346,9 @@ def to_dvid(
 
     Notes
     -----
-    Checks come first: a committed node, a dtype that does not fit and a non-3-d
-    array are refused before any task runs. Chunks whose edges do not fall on
+    Checks come first: a committed node, a dtype that does not fit and an array
+    whose axes are not the level's (3-d; rgba8blk: ``(z, y, x, 4)``) are refused
+    before any task runs. Chunks whose edges do not fall on
     DVID's block grid are rechunked so that no two tasks share a block; blocks at
     the edge of an unaligned region are read (labelmaps: as supervoxel ids), merged
     and written back under a lock (see :class:`VolumeWriter`). The values written
@@ -301,16 +361,15 @@ def to_dvid(
     layout = discover_layout(node, instance, max_scale=scale)
     level = layout.level(scale)
     io = _level_io(node, layout, level, False, None, throttle=throttle)
+    channels = io.channel_shape
     if not isinstance(array, da.Array):
         data = np.asarray(array)
-        if data.ndim != 3:
-            raise DvidInputError(f"DVID volumes are 3-d (z, y, x); got an array of shape {data.shape}")
+        _check_axes(io, instance, data.shape)
         # name=False: no hashing of the whole array (seconds per GB) for a one-off graph;
         # whole-block chunks of the default size, so nothing needs rechunking when aligned.
-        chunks = default_chunks(data.shape, level.block_shape, data.dtype.itemsize)
-        array = da.from_array(data, chunks=chunks, name=False)
-    if array.ndim != 3:
-        raise DvidInputError(f"DVID volumes are 3-d (z, y, x); got an array of shape {array.shape}")
+        chunks = default_chunks(data.shape[:3], level.block_shape, data.dtype.itemsize * math.prod(channels))
+        array = da.from_array(data, chunks=chunks + channels, name=False)
+    _check_axes(io, instance, array.shape)
     if any(math.isnan(n) for n in array.shape):
         raise DvidInputError("the array has unknown chunk sizes; call array.compute_chunk_sizes() first")
     src, dst = np.dtype(array.dtype), io.dtype
@@ -323,8 +382,11 @@ def to_dvid(
     _check_int32_box((start, tuple(a + int(n) for a, n in zip(start, array.shape))))
     if array.size == 0:
         return None if compute else delayed(None)
+    whole = tuple((n,) for n in channels)
+    if tuple(array.chunks[3:]) != whole:  # a task writes whole voxels
+        array = array.rechunk(array.chunks[:3] + whole)
     if not _aligned(array.chunks, start, level.block_shape):
-        array = array.rechunk(_write_chunks(array.chunks, start, level.block_shape))
+        array = array.rechunk(_write_chunks(array.chunks[:3], start, level.block_shape) + whole)
     writer = VolumeWriter(io, start, array.shape)
     token = uuid.uuid4().hex
     regions = list(_chunk_regions(array.chunks))
@@ -405,6 +467,21 @@ def _boxes_text(boxes: list[Box], limit: int = 20) -> str:
     shown = ", ".join(f"{a}–{b}" for a, b in boxes[:limit])
     more = f" and {len(boxes) - limit} more" if len(boxes) > limit else ""
     return (shown + more) or "none"
+
+
+def _check_axes(io: BlockIO, instance: str, shape: Sequence[float]) -> None:
+    """Refuse an array whose axes are not the level's: (z, y, x), plus the channels of rgba8blk."""
+    channels = io.channel_shape
+    if len(shape) == 3 + len(channels) and tuple(shape[3:]) == channels:
+        return
+    hint = ""
+    if not channels and len(shape) == 4:
+        hint = f"; {io.typename} {instance!r} has one channel (rgba8 data needs an rgba8blk instance)"
+    elif channels and len(shape) == 3:
+        hint = f"; {instance!r} is {io.typename}: give all {channels[0]} channels R, G, B, A as a last axis"
+    raise DvidInputError(
+        f"{io.typename} volumes are {_axes_text(io)}; got an array of shape {tuple(shape)}{hint}"
+    )
 
 
 def _check_int32_box(box: tuple[Sequence[int], Sequence[int]]) -> None:

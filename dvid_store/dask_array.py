@@ -27,6 +27,10 @@ and distributed or process schedulers use dask's own assembly. Integer indices a
 slices with other steps cut out the bounding box first (a region-sized graph) and
 let dask do the rest; ``None``, arrays, masks and negative steps are dask's alone,
 on the whole array's graph.
+
+A multichannel level (rgba8blk) is 4-d, ``(z, y, x, 4)``, with every chunk holding
+all 4 channels: a region is cut along z, y and x, and a selection of channels
+(``a[..., 0]``) is dask's indexing of that region's graph.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import numpy as np
 from dask.array.core import slices_from_chunks
 from dask.base import tokenize
 
+from .errors import DvidInputError
 from .geometry import check_allocation
 from .level_io import VolumeReader, _normalise_key
 
@@ -70,7 +75,8 @@ class DvidArray(da.Array):
     reader : VolumeReader
         Where the voxels come from.
     start : (int, int, int)
-        Index, in ``reader``, of this array's ``[0, 0, 0]``.
+        Index, in ``reader``, of this array's ``[0, 0, 0]`` (z, y, x; a channel axis
+        always starts at 0).
     source : str
         Token of the level and how it is read (instance, version, scale, supervoxels,
         transfer encoding): with the box and the chunks it names the graph of a slice.
@@ -93,7 +99,7 @@ class DvidArray(da.Array):
         chunks : tuple of tuples
             Normalised dask chunks of the box (their sums give its shape); every inner
             chunk edge should fall on a DVID block boundary so that no two tasks read
-            the same block.
+            the same block. A multichannel level's channel axis is one whole chunk.
         source : str
             Token of the level and how it is read; the array's name is
             ``dvid-<instance>-`` followed by a token of ``source``, ``start`` and
@@ -141,22 +147,29 @@ class DvidArray(da.Array):
             bounds, after = _normalise_key(basic, self.shape)
         except IndexError:  # negative steps, out-of-range integers, too many indices: dask's answer and errors
             return super().__getitem__(key)  # type: ignore[no-untyped-call]
-        region = self.region(bounds)
-        if all(a == slice(None) for a in after):
+        region = self.region(bounds[:3])
+        # channels are chunked whole: selecting some is dask's indexing of the region
+        rest = after[:3] + tuple(_channel_index(b, a, n) for b, a, n in zip(bounds[3:], after[3:], self.shape[3:]))
+        if all(a == slice(None) for a in rest):
             return region
         # integers and steps, applied by dask to the box's own graph
-        return da.Array.__getitem__(region, after)
+        return da.Array.__getitem__(region, rest)
 
     def region(self, bounds: Sequence[slice]) -> DvidArray:
         """The box ``self[bounds]`` (slices of step 1 within the shape) on a graph of its own.
 
         Its chunks are this array's, cut at the box's edges (as dask's slicing cuts
-        them); without a cut it is this array itself.
+        them); without a cut it is this array itself. ``bounds`` cut z, y and x; a
+        channel axis is kept whole (a fourth bound, if given, must cover it).
         """
-        cut = [(int(b.start), int(b.stop)) for b in bounds]
+        if any(b != slice(0, n) for b, n in zip(bounds[3:], self.shape[3:])):
+            raise DvidInputError(
+                f"a region keeps all {self.shape[3]} channels (select channels by indexing it: region[..., 0])"
+            )
+        cut = [(int(b.start), int(b.stop)) for b in bounds[:3]]
         if all(a == 0 and b == n for (a, b), n in zip(cut, self.shape)):
             return self
-        chunks = tuple(_cut_chunks(c, a, b) for c, (a, b) in zip(self.chunks, cut))
+        chunks = tuple(_cut_chunks(c, a, b) for c, (a, b) in zip(self.chunks, cut)) + tuple(self.chunks[len(cut) :])
         start = [s + a for s, (a, _) in zip(self.start, cut)]
         return DvidArray.from_reader(self.reader, chunks, self.source, start)
 
@@ -195,6 +208,15 @@ def _basic_key(key: Any) -> tuple[Any, ...] | None:
         if not (isinstance(item, (int, np.integer, slice)) or item is Ellipsis):
             return None
     return items
+
+
+def _channel_index(bound: slice, after: Any, size: int) -> Any:
+    """The index of a channel axis that ``bound`` then ``after`` (from ``_normalise_key``) select."""
+    if bound == slice(0, size) and after == slice(None):
+        return slice(None)
+    if isinstance(after, slice):
+        return slice(bound.start, bound.stop, after.step)
+    return bound.start
 
 
 def _cut_chunks(chunks: tuple[int, ...], start: int, stop: int) -> tuple[int, ...]:
@@ -262,7 +284,9 @@ def gather_into_result(client: Any, array: da.Array) -> np.ndarray:
 
 
 def _read_chunk(reader: VolumeReader, out: np.ndarray, start: ZYX, region: tuple[slice, ...]) -> None:
-    reader.read_into(tuple(slice(s + r.start, s + r.stop) for s, r in zip(start, region)), out[region])
+    # start is (z, y, x): a channel slice of the region is the reader's own
+    spatial = tuple(slice(s + r.start, s + r.stop) for s, r in zip(start, region))
+    reader.read_into(spatial + region[len(spatial) :], out[region])
 
 
 def read_into_result(
