@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .blocks import LABEL_TYPES, VOXEL_TYPES
+from .blocks import CHANNELS, LABEL_TYPES, VOXEL_TYPES
 from .datatypes.voxels import STORABLE, is_rgba8
-from .errors import DvidInputError, UnsupportedError
+from .errors import DvidInputError
 from .geometry import Box, as_box, as_zyx
 
 if TYPE_CHECKING:
@@ -38,12 +38,6 @@ def _typename(dtype: Any, labels: bool | None) -> str:
     if is_rgba8(dtype):
         if labels:
             raise DvidInputError("label volumes (labelmap) are uint64, not 4 uint8 channels (rgba8)")
-        if "rgba8blk" not in VOXEL_TYPES:
-            raise UnsupportedError(
-                "create_array returns a zarr array, and this version's zarr store cannot open rgba8blk "
-                "instances yet; create one with Voxels.create(node, name, 'rgba8') (or numpy's (uint8, 4)) "
-                "and read and write it through node.voxels(name)"
-            )
         return "rgba8blk"
     try:
         np_dtype = np.dtype(dtype)
@@ -56,10 +50,13 @@ def _typename(dtype: Any, labels: bool | None) -> str:
             raise DvidInputError(f"label volumes (labelmap) are uint64, got dtype {np_dtype}")
         return "labelmap"
     for typename, voxel_dtype in VOXEL_TYPES.items():
-        if voxel_dtype == np_dtype:
+        if voxel_dtype == np_dtype and typename not in CHANNELS:
             return typename
+    shown = str(np_dtype)
+    if np_dtype.subdtype is not None:
+        shown = f"{np_dtype.subdtype[0]} × {int(np.prod(np_dtype.subdtype[1]))} channels"
     raise DvidInputError(
-        f"DVID has no voxel type for dtype {np_dtype}: its voxel types store {STORABLE} "
+        f"DVID has no voxel type for dtype {shown}: its voxel types store {STORABLE} "
         "(uint64 labels: labels=True)"
     )
 
@@ -92,9 +89,9 @@ def create_array(
     dtype : dtype or ``"rgba8"``
         ``uint8``, ``uint16``, ``uint32``, ``float32`` → grayscale (``uint8blk``...);
         ``uint64`` → ``labelmap`` unless ``labels=False`` (then ``uint64blk``);
-        ``"rgba8"`` or numpy's ``(uint8, 4)`` → ``rgba8blk`` (4 uint8 channels), when
-        the zarr store can open it (else :class:`UnsupportedError` before anything is
-        created). Any other dtype is refused, naming what DVID can store.
+        ``"rgba8"`` or numpy's ``(uint8, 4)`` → ``rgba8blk`` (4 uint8 channels R, G,
+        B, A: the zarr array is ``(z, y, x, 4)`` uint8). Any other dtype is refused
+        before anything is sent, naming what DVID can store.
     offset : (z, y, x), optional
         Start of the box when ``shape`` is a shape (default the origin).
     labels : bool, optional
@@ -120,7 +117,8 @@ def create_array(
         box rounded out to whole blocks, and index 0 sits at the block-aligned start
         (``array.attrs["dvid"]["offset"]``): write a box at
         ``array[start - offset : stop - offset]``. The multiscale group is
-        ``zarr.open_group(DvidStore(node, name))``.
+        ``zarr.open_group(DvidStore(node, name))``. An rgba8blk array has a trailing
+        axis of 4 channels R, G, B, A.
 
     Raises
     ------
@@ -128,8 +126,6 @@ def create_array(
         The node is committed (nothing is created).
     DvidInputError
         Bad shape, dtype or settings (checked before anything is sent).
-    UnsupportedError
-        ``rgba8`` while the zarr store cannot open rgba8blk instances (nothing is created).
     BadRequestError
         DVID refused the instance (e.g. the name is taken).
     """

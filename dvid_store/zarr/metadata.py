@@ -8,6 +8,13 @@ indices and physical coordinates are described).
 * Array ``"<level>"`` of the group is the layout's level ``"<level>"``; its chunk
   shape is a whole number of DVID blocks per axis (``chunk_blocks``; see
   :func:`default_chunk_blocks`), its codec the plain little-endian ``bytes``.
+* A multichannel level (``rgba8blk``) is a 4-d ``uint8`` array ``(z, y, x, 4)``
+  whose chunks hold all 4 channels (``chunk_shape`` ends in 4), with dimension names
+  ``z, y, x, c`` and an OME-Zarr axis ``c`` of type ``"channel"`` listed last, after
+  the space axes, as the data lie (OME-Zarr 0.5 orders a channel axis before the
+  space axes, so validators that enforce the order refuse these arrays; readers
+  that go by the axis names and types read them). The channels are R, G, B, A
+  (``dvid.channels``).
 * The group carries OME-Zarr 0.5 ``multiscales`` (physical ``scale`` and
   ``translation`` of every level, from :func:`~dvid_store.layout.level_transform`),
   a ``dvid`` block of DVID's own attributes, and inline consolidated metadata.
@@ -26,7 +33,7 @@ import numpy as np
 
 from ..blocks import LABEL_TYPES
 from ..errors import DvidInputError
-from ..layout import Layout, Level, level_transform, normalise_unit
+from ..layout import CHANNEL_NAMES, Layout, Level, level_transform, normalise_unit
 
 # The instance geometry moved to dvid_store.layout; these names stay importable from here.
 from ..layout import discover_layout as discover_layout
@@ -93,6 +100,9 @@ def _dvid_attributes(layout: Layout, level: Level | None) -> dict[str, Any]:
         "supervoxels": layout.supervoxels,
         "axes": ["z", "y", "x"],
     }
+    if layout.channel_shape:
+        attrs["axes"].append("c")
+        attrs["channels"] = list(CHANNEL_NAMES[layout.typename])
     if level is not None:
         scale, translation = level_transform(layout, level)
         attrs.update(
@@ -112,17 +122,19 @@ def array_document(layout: Layout, level: Level, chunk_blocks: ZYX = (1, 1, 1)) 
     dtype = np.dtype(layout.dtype)
     attributes = _dvid_attributes(layout, level)
     attributes["chunk_blocks"] = list(chunk_blocks)
+    channels = list(level.channel_shape)
+    chunk_shape = list(chunk_shape_of(level, chunk_blocks)) + channels
     doc = {
         "zarr_format": 3,
         "node_type": "array",
-        "shape": list(level.shape),
+        "shape": list(level.shape) + channels,
         "data_type": dtype.name,
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk_shape_of(level, chunk_blocks))}},
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunk_shape}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": 0,
         "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
         "attributes": {"dvid": attributes},
-        "dimension_names": ["z", "y", "x"],
+        "dimension_names": ["z", "y", "x"] + ["c"] * len(channels),
     }
     return normalised_document(doc)
 
@@ -134,9 +146,13 @@ def _ome(layout: Layout) -> dict[str, Any]:
         if normalise_unit(unit):
             axis["unit"] = normalise_unit(unit)
         axes.append(axis)
+    channels = len(layout.channel_shape)
+    if channels:
+        axes.append({"name": "c", "type": "channel"})
     datasets = []
     for level in layout.levels:
         scale, translation = level_transform(layout, level)
+        scale, translation = scale + [1.0] * channels, translation + [0.0] * channels
         datasets.append(
             {
                 "path": level.path,

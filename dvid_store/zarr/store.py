@@ -70,6 +70,12 @@ class DvidStore(Store):
     ``xr.open_zarr`` get chunks of a useful size. ``chunk_blocks=1`` gives one chunk
     per block (for random access to small regions).
 
+    Multichannel instances (``rgba8blk``) are 4-d ``uint8`` arrays ``(z, y, x, 4)``,
+    channels R, G, B, A last, dimension names ``z, y, x, c`` (an OME-Zarr axis of
+    type ``"channel"``; see :mod:`dvid_store.zarr.metadata`). Their chunks hold all 4
+    channels (chunk keys ``c/<z>/<y>/<x>/0``), and everything below applies to them
+    block for block as to single-channel instances.
+
     Writes: a chunk becomes writes of its blocks, and only of the blocks the caller
     changed. zarr writes a chunk whole: a write that covers part of a chunk reads
     it, changes the selection and writes all of it back. The store keeps what it
@@ -110,7 +116,7 @@ class DvidStore(Store):
     node : Node
         The version.
     instance : str
-        Instance name (labelmap or uint8blk/uint16blk/uint32blk/uint64blk/float32blk).
+        Instance name (labelmap or uint8blk/uint16blk/uint32blk/uint64blk/float32blk/rgba8blk).
     scale : int, optional
         Present one level as the root array instead of the multiscale group.
     supervoxels : bool
@@ -390,8 +396,16 @@ class DvidStore(Store):
         """Chunks per axis of a level's array."""
         return tuple(-(-g // k) for g, k in zip(level.grid, self._chunk_blocks))  # type: ignore[return-value]
 
+    def _key_grid(self, level: Level) -> tuple[int, ...]:
+        """Chunks per axis of a level's array, the channel axis (one chunk) included."""
+        return self._chunk_grid(level) + (1,) * len(level.channel_shape)
+
+    def _chunk_shape(self, level: Level) -> tuple[int, ...]:
+        """The array shape of one chunk of a level (its channel axis included)."""
+        return chunk_shape_of(level, self._chunk_blocks) + level.channel_shape
+
     def _chunk_nbytes(self, level: Level) -> int:
-        return int(np.prod(chunk_shape_of(level, self._chunk_blocks))) * np.dtype(self._layout.dtype).itemsize
+        return int(np.prod(self._chunk_shape(level))) * np.dtype(self._layout.dtype).itemsize
 
     def _chunk_box(self, level: Level, index: ZYX) -> tuple[ZYX, ZYX]:
         """The voxel box of a chunk's blocks that lie inside the level's grid (its extents)."""
@@ -426,20 +440,21 @@ class DvidStore(Store):
             except DvidInputError:
                 return None
         parts = rest.split("/")
-        if len(parts) != 4 or parts[0] != "c":
+        grid = self._key_grid(head)
+        if len(parts) != 1 + len(grid) or parts[0] != "c":
             return None
         try:
             index = tuple(int(p) for p in parts[1:])
         except ValueError:
             return None
-        if any(i < 0 or i >= n or str(i) != p for i, n, p in zip(index, self._chunk_grid(head), parts[1:])):
+        if any(i < 0 or i >= n or str(i) != p for i, n, p in zip(index, grid, parts[1:])):
             return None
-        return head, index  # type: ignore[return-value]
+        return head, index[:3]  # type: ignore[return-value]
 
     def _key(self, prefix: str, level: Level, coord: ZYX) -> str:
-        """The key of the chunk holding block ``coord``."""
+        """The key of the chunk holding block ``coord`` (a channel axis is chunk 0)."""
         z, y, x = ((c - o) // k for c, o, k in zip(coord, level.origin_block, self._chunk_blocks))
-        return f"{prefix}c/{z}/{y}/{x}"
+        return f"{prefix}c/{z}/{y}/{x}" + "/0" * len(level.channel_shape)
 
     def _block_io(self, level: Level) -> BlockIO:
         io = self._io.get(level.path)
@@ -458,7 +473,7 @@ class DvidStore(Store):
         reader = self._readers.get(level.path)
         if reader is None:
             io = self._block_io(level)
-            shape = chunk_shape_of(level, self._chunk_blocks)
+            shape = self._chunk_shape(level)
 
             def read(indices: list[ZYX]) -> list[np.ndarray | None]:
                 if len(indices) == 1 and self._chunk_blocks != (1, 1, 1):
@@ -588,7 +603,7 @@ class DvidStore(Store):
         nbytes = self._chunk_nbytes(level)
         if raw.nbytes != nbytes:
             raise DvidInputError(f"chunk {key!r} must be {nbytes} bytes (a whole chunk), got {raw.nbytes}")
-        chunk = raw.reshape(-1).view(np.uint8).view(io.dtype).reshape(chunk_shape_of(level, self._chunk_blocks))
+        chunk = raw.reshape(-1).view(np.uint8).view(io.dtype).reshape(self._chunk_shape(level))
         await self._write_chunk(key, level, index, chunk)
 
     async def _write_chunk(self, key: str, level: Level, index: ZYX, chunk: np.ndarray) -> None:
@@ -655,7 +670,7 @@ class DvidStore(Store):
             return
         level, index = parsed
         io = self._block_io(level)
-        await self._write_chunk(key, level, index, np.zeros(chunk_shape_of(level, self._chunk_blocks), io.dtype))
+        await self._write_chunk(key, level, index, np.zeros(self._chunk_shape(level), io.dtype))
 
     def _refuse_zarr_delete(self, key: str) -> None:
         """Raise if zarr deletes ``key`` for anything but writing a chunk of fill values (see :meth:`delete`).
@@ -741,7 +756,7 @@ class DvidStore(Store):
                     break
             elif base.startswith(head + "c/"):
                 fixed = _fixed_indices(base[len(head) + 2 :].split("/")[:-1])
-                if fixed is None or len(fixed) >= 3:
+                if fixed is None or len(fixed) >= len(self._key_grid(level)):
                     continue
                 async for coord in self._stored(level, fixed):
                     key = self._key(head, level, coord)
@@ -752,11 +767,12 @@ class DvidStore(Store):
 
     async def _stored(self, level: Level, fixed: tuple[int, ...]) -> AsyncIterator[ZYX]:
         """Stored blocks of a level's grid whose leading chunk indices are ``fixed`` (in the I/O pool)."""
-        if 0 in level.shape or any(not 0 <= i < n for i, n in zip(fixed, self._chunk_grid(level))):
+        grid = self._key_grid(level)
+        if 0 in level.shape or len(fixed) > len(grid) or any(not 0 <= i < n for i, n in zip(fixed, grid)):
             return
         start = list(level.origin)
         stop = [o + s for o, s in zip(level.origin, level.shape)]
-        for axis, index in enumerate(fixed):
+        for axis, index in enumerate(fixed[:3]):
             size = level.block_shape[axis] * self._chunk_blocks[axis]
             start[axis] = level.origin[axis] + index * size
             stop[axis] = min(stop[axis], start[axis] + size)
@@ -850,7 +866,8 @@ def _chunk_blocks(chunk_blocks: int | Sequence[int] | None, layout: Layout) -> Z
     """Normalise the ``chunk_blocks`` argument (``None``: the default for the layout)."""
     if chunk_blocks is None:
         labels = layout.typename in LABEL_TYPES
-        return default_chunk_blocks(layout.block_shape, np.dtype(layout.dtype).itemsize, labels=labels)
+        voxel_bytes = np.dtype(layout.dtype).itemsize * int(np.prod(layout.channel_shape))
+        return default_chunk_blocks(layout.block_shape, voxel_bytes, labels=labels)
     values = (chunk_blocks,) * 3 if isinstance(chunk_blocks, (int, np.integer)) else tuple(chunk_blocks)
     if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
         raise DvidInputError(
@@ -869,7 +886,7 @@ def _block_regions(level: Level, first: ZYX, coords: list[ZYX]) -> Iterable[tupl
 
 
 def _assemble(
-    shape: ZYX, dtype: np.dtype, level: Level, first: ZYX, coords: list[ZYX], found: dict[ZYX, np.ndarray]
+    shape: tuple[int, ...], dtype: np.dtype, level: Level, first: ZYX, coords: list[ZYX], found: dict[ZYX, np.ndarray]
 ) -> np.ndarray | None:
     """A chunk from its blocks (``None`` if DVID holds none of them)."""
     if not any(c in found for c in coords):
