@@ -9,6 +9,10 @@ positions (voxel size × level factor, offset by the level's origin; see
 through :class:`~dvid_store.blocks.BlockIO`, one box at a time; with ``chunks=`` (``{}``
 for the preferred whole-block chunks) they become dask arrays.
 
+Multichannel instances (``rgba8blk``) have a fourth dimension ``c`` after ``z, y, x``,
+whose coordinate holds the channel names ``"r", "g", "b", "a"``: ``.sel(c="g")``
+picks green, ``.isel(c=1)`` the same. Chunked data keep the 4 channels in one chunk.
+
 Selections of chunked data on large instances: :func:`open_dataarray` with ``chunks=``
 holds a :class:`~dvid_store.dask_array.DvidArray`, so ``isel``/``sel`` with slices and
 positions give dask arrays whose graphs cover the selection alone, and computing on a
@@ -42,7 +46,7 @@ from xarray.core.indexing import IndexSelResult
 from xarray.indexes import PandasIndex
 
 from .dask import DEFAULT_CHUNK_BYTES, VolumeReader, _level_io, default_chunks, open_dask, resolve_target
-from .layout import Layout, Level, discover_layout, normalise_unit, physical_axis
+from .layout import CHANNEL_NAMES, Layout, Level, discover_layout, normalise_unit, physical_axis
 from .transport import RetryPolicy
 
 if TYPE_CHECKING:
@@ -142,13 +146,21 @@ class PhysicalIndex(PandasIndex):
             ) from None
 
 
+def _dims(level: Level) -> tuple[str, ...]:
+    """``z, y, x``, and ``c`` for a multichannel level."""
+    return ("z", "y", "x") + ("c",) * len(level.channel_shape)
+
+
 def _coords(layout: Layout, level: Level) -> xr.Coordinates:
-    indexes: dict[str, PhysicalIndex] = {}
+    indexes: dict[str, PandasIndex] = {}
     variables: dict[str, Any] = {}
     for axis, dim in enumerate("zyx"):
         start, step = physical_axis(layout, level, axis)
         indexes[dim] = PhysicalIndex.regular(start, step, level.shape[axis], dim)
         variables.update(indexes[dim].create_variables())
+    if level.channel_shape:
+        indexes["c"] = PandasIndex(np.array(CHANNEL_NAMES[level.typename]), "c")
+        variables.update(indexes["c"].create_variables())
     return xr.Coordinates(variables, indexes=indexes)
 
 
@@ -180,17 +192,17 @@ def _dataarray(
     if chunks is None:
         io = _level_io(node, layout, level, supervoxels, compression)
         data: Any = indexing.LazilyIndexedArray(DvidBackendArray(VolumeReader(io, level.origin, level.shape)))
-        variable = xr.Variable(("z", "y", "x"), data)
+        variable = xr.Variable(_dims(level), data)
     else:
         dask_chunks = None if chunks in ({}, "auto") else chunks
         data = open_dask(node, instance, scale, supervoxels, dask_chunks, compression=compression)
-        variable = xr.Variable(("z", "y", "x"), data)
+        variable = xr.Variable(_dims(level), data)
     array = xr.DataArray(variable, coords=coords, name=instance, attrs=_attrs(layout, level))
     # Set on the DataArray: building it from the variable drops the variable's encoding,
     # and without preferred chunks xarray's chunks={} makes the whole level one chunk.
-    array.encoding["preferred_chunks"] = dict(
-        zip("zyx", default_chunks(level.shape, level.block_shape, np.dtype(layout.dtype).itemsize, DEFAULT_CHUNK_BYTES))
-    )
+    voxel_bytes = np.dtype(layout.dtype).itemsize * int(np.prod(level.channel_shape))
+    preferred = default_chunks(level.shape, level.block_shape, voxel_bytes, DEFAULT_CHUNK_BYTES) + level.channel_shape
+    array.encoding["preferred_chunks"] = dict(zip(_dims(level), preferred))
     for dim, unit in zip("zyx", array.attrs["voxel_units"]):
         array[dim].attrs["units"] = unit
     return array
@@ -231,7 +243,8 @@ def open_dataarray(
     Returns
     -------
     xarray.DataArray
-        Dims ``z, y, x``; coordinates in physical units (``units`` in each
+        Dims ``z, y, x`` (rgba8blk: ``z, y, x, c``, with ``c`` = ``"r", "g", "b",
+        "a"``); coordinates in physical units (``units`` in each
         coordinate's attributes); attributes ``voxel_size``, ``voxel_units``, ``offset``,
         ``scale`` and the DVID source.
     """
