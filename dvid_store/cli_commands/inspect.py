@@ -100,7 +100,7 @@ def _versions(ctx: Context, repo: RepoInfo, current: str) -> None:
 
 
 def _instance_info(ctx: Context, target: Target, as_json: bool) -> None:
-    from ..layout import discover_layout
+    from ..layout import CHANNEL_NAMES, discover_layout
 
     node = target.node(ctx)
     assert target.instance is not None
@@ -122,6 +122,8 @@ def _instance_info(ctx: Context, target: Target, as_json: bool) -> None:
         return
     layout = discover_layout(node, target.instance, info=info)
     dtype = np.dtype(layout.dtype).name
+    if layout.channel_shape:
+        dtype += f" × {layout.channel_shape[0]} channels ({', '.join(CHANNEL_NAMES[layout.typename])})"
     _out(ctx, f"  voxels: {dtype}; blocks {format_zyx(layout.block_shape)} (z×y×x)")
     units = layout.units[0] if len(set(layout.units)) == 1 else "/".join(layout.units)
     _out(ctx, f"  voxel size: {format_zyx(layout.voxel_size)} {units}")
@@ -140,7 +142,7 @@ def _instance_info(ctx: Context, target: Target, as_json: bool) -> None:
         where = f" (instance {level.instance!r})" if level.instance != layout.instance else ""
         _out(
             ctx,
-            f"    {level.path}: ×{level.factor}{where} array shape {format_zyx(level.shape)} "
+            f"    {level.path}: ×{level.factor}{where} array shape {format_zyx(level.array_shape)} "
             f"from {','.join(map(str, level.origin))}",
         )
     _out(ctx, f"  open with: dvid_store.open_dask({target.instance_url(node.uuid)!r})")
@@ -171,7 +173,7 @@ def run_ls(ctx: Context, args: argparse.Namespace) -> int:
         layout = discover_layout(node, target.instance, info=info)
         for level in layout.levels:
             url = target.instance_url(node.uuid) + f"/{level.path}"
-            _out(ctx, f"{url}  {format_zyx(level.shape)} {np.dtype(layout.dtype).name} ×{level.factor}")
+            _out(ctx, f"{url}  {format_zyx(level.array_shape)} {np.dtype(layout.dtype).name} ×{level.factor}")
         return 0
     if typename == "keyvalue":
         keys = node.keyvalue(target.instance).keys()  # a KeyValue instance's keys, read from DVID

@@ -8,6 +8,9 @@ exactly those chunks; one dask task per chunk writes it to the target and record
 in the :class:`~.journal.Journal`. dask's threaded scheduler runs ``--workers`` tasks
 at a time, with :class:`dask.diagnostics.ProgressBar` on stderr.
 
+Multichannel volumes (rgba8blk, ``(z, y, x, 4)``) transfer with the channel axis
+whole in every chunk: a task moves whole voxels, as DVID stores them.
+
 Interrupted (Ctrl-C, SIGTERM) or failed transfers keep their journal; the same
 command run again skips the chunks it lists ("skipped N chunks already copied").
 """
@@ -29,7 +32,7 @@ from ..errors import DvidError, DvidInputError, UnknownInstanceError
 from ..geometry import Box
 from .common import Context, format_box, format_bytes, format_rate, format_zyx, parse_target
 from .journal import Journal, default_journal_path
-from .volumes import DvidLevel, Volume, check_castable, open_local, open_zarr_output
+from .volumes import DvidLevel, Volume, check_castable, check_channels, open_local, open_zarr_output
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -91,7 +94,7 @@ def plan_chunks(shape: Sequence[int], origin: Sequence[int], step: Sequence[int]
     Parameters
     ----------
     shape : (z, y, x)
-        Region shape.
+        Region shape; axes after z, y, x (channels) are one chunk each.
     origin : (z, y, x)
         Coordinate of the region's first voxel in the target's grid.
     step : (z, y, x)
@@ -105,6 +108,7 @@ def plan_chunks(shape: Sequence[int], origin: Sequence[int], step: Sequence[int]
             cuts.append(nxt - edge)
             edge = nxt
         out.append(tuple(cuts) or (0,))
+    out.extend((int(n),) for n in shape[len(step) :])
     return tuple(out)
 
 
@@ -188,7 +192,7 @@ def transfer(
     total = math.prod(len(c) for c in chunks)
     array = da.from_array(
         source.array, chunks=chunks, asarray=False, fancy=False, lock=False,
-        meta=np.empty((0, 0, 0), source.dtype), name=f"read-{verb}-{journal.path.stem}",
+        meta=np.empty((0,) * len(source.shape), source.dtype), name=f"read-{verb}-{journal.path.stem}",
     )
     check_castable(source.dtype, target.dtype, target.label)  # commands check before creating anything
     journal.begin(step, total)
@@ -263,9 +267,10 @@ def check_values(source: Volume, dtype: np.dtype, what: str, workers: int | None
     check_castable(source.dtype, dtype, what)
     if not (source.dtype.kind in "iu" and dtype.kind in "iu") or np.can_cast(source.dtype, dtype, "safe"):
         return
-    chunks = _default_chunks(source.shape, (1, 1, 1), source.dtype.itemsize, DEFAULT_TASK_BYTES)
+    chunks = _default_chunks(source.spatial_shape, (1, 1, 1), source.voxel_bytes, DEFAULT_TASK_BYTES)
     array = da.from_array(
-        source.array, chunks=chunks, asarray=False, fancy=False, lock=False, meta=np.empty((0, 0, 0), source.dtype),
+        source.array, chunks=chunks + source.channel_shape, asarray=False, fancy=False, lock=False,
+        meta=np.empty((0,) * len(source.shape), source.dtype),
     )
     with dask.config.set(scheduler="threads", num_workers=workers or os.cpu_count() or 1):
         low, high = compute(array.min(), array.max())
@@ -295,13 +300,13 @@ def run_export(ctx: Context, args: argparse.Namespace) -> int:
     level = DvidLevel.open(ctx, src, _scale(src.level, args.scale, args.url), args.supervoxels)
     box: Box = args.box or level.extents()
     source = level.reader(box)
-    itemsize = source.dtype.itemsize
+    itemsize = source.voxel_bytes
     identity = {"command": "export", "source": source.identity, "destination": {"zarr": os.path.abspath(args.out)}}
     journal = _journal(args, "export", identity)
     zarr_chunks = args.zarr_chunks or _resumed_zarr_chunks(journal, args.out) or _default_chunks(
-        source.shape, level.level.block_shape, itemsize, DEFAULT_ZARR_CHUNK_BYTES
+        source.spatial_shape, level.level.block_shape, itemsize, DEFAULT_ZARR_CHUNK_BYTES
     )
-    step = _chunk_size(args.chunks, journal, source.shape, zarr_chunks, itemsize, args.workers, "zarr chunks")
+    step = _chunk_size(args.chunks, journal, source.spatial_shape, zarr_chunks, itemsize, args.workers, "zarr chunks")
     target = open_zarr_output(
         args.out, level, box, zarr_chunks, reopen=journal.resumed, overwrite=args.overwrite,
         journalled=len(journal.done),
@@ -323,7 +328,7 @@ def _resumed_zarr_chunks(journal: Journal, out: str) -> ZYX | None:
         return None
     import zarr
 
-    return tuple(zarr.open_array(os.path.join(out, "0"), mode="r").chunks)  # type: ignore[return-value]
+    return tuple(zarr.open_array(os.path.join(out, "0"), mode="r").chunks[:3])  # type: ignore[return-value]
 
 
 def _ensure_instance(
@@ -365,6 +370,8 @@ def run_import(ctx: Context, args: argparse.Namespace) -> int:
     }
     journal = _journal(args, "import", identity)
     new_dtype = np.dtype("uint64") if args.labels else source.dtype  # of an instance made by --create
+    if source.channel_shape and args.labels:
+        raise DvidInputError(f"{source.label} has channels (shape {source.shape}); labels are one uint64 per voxel")
 
     def make() -> None:
         box: Box = (offset, tuple(o + n for o, n in zip(offset, source.shape)))  # type: ignore[assignment]
@@ -379,23 +386,33 @@ def run_import(ctx: Context, args: argparse.Namespace) -> int:
         if source.attrs.get("voxel_units"):
             settings["voxel_units"] = source.attrs["voxel_units"]
         assert dst.instance is not None
-        create_array(node, dst.instance, box, new_dtype, labels=True if args.labels else None, **settings)
+        # RGBA data (z, y, x, 4) make an rgba8blk instance; create_array names what else DVID stores
+        dtype: Any = np.dtype((new_dtype, source.channel_shape)) if source.channel_shape else new_dtype
+        create_array(node, dst.instance, box, dtype, labels=True if args.labels else None, **settings)
         ctx.note(f"created {dst.instance!r} on node {node.uuid[:8]} covering {format_box(box)}")
 
     # values are checked against the target type before anything is created or written
     level: DvidLevel | None = None
     if dst.instance in node.instances():
         level = DvidLevel.open(ctx, dst, scale, node=node)
-        check_values(source, level.dtype, f"{level.level.typename} {dst.instance!r}", args.workers)
+        what = f"{level.level.typename} {dst.instance!r}"
+        check_channels(source, level.channel_shape, what)
+        check_values(source, level.dtype, what, args.workers)
     elif args.create:
         if scale:
             raise DvidInputError("--create makes a new instance and writes its level 0; drop the level")
+        if source.channel_shape:
+            from ..create import _typename
+
+            _typename(np.dtype((new_dtype, source.channel_shape)), None)  # refused before anything is written
         check_values(source, new_dtype, "the new instance", args.workers)
     _ensure_instance(ctx, node, dst.instance, journal, args.create, make)
     level = level or DvidLevel.open(ctx, dst, scale, node=node)
-    target = level.writer(offset, source.shape)
+    check_channels(source, level.channel_shape, f"{level.level.typename} {dst.instance!r}")
+    target = level.writer(offset, source.spatial_shape)
     step = _chunk_size(
-        args.chunks, journal, source.shape, level.level.block_shape, source.dtype.itemsize, args.workers, "DVID blocks"
+        args.chunks, journal, source.spatial_shape, level.level.block_shape, source.voxel_bytes, args.workers,
+        "DVID blocks",
     )
     transfer(ctx, source, target, journal, step, workers=args.workers, verb="imported")
     return 0
@@ -414,7 +431,7 @@ def run_copy(ctx: Context, args: argparse.Namespace) -> int:
     dst = dataclasses.replace(dst, instance=dst.instance or level.layout.instance, level=dst.level or 0)
     assert dst.instance is not None and dst.level is not None
     offset: ZYX = args.offset or box[0]
-    stop: ZYX = tuple(o + n for o, n in zip(offset, source.shape))  # type: ignore[assignment]
+    stop: ZYX = tuple(o + n for o, n in zip(offset, source.spatial_shape))  # type: ignore[assignment]
     node = dst.node(ctx)
     destination = {"server": node.transport.base_url, "uuid": node.uuid, "instance": dst.instance,
                    "level": dst.level, "offset": list(offset)}
@@ -436,8 +453,10 @@ def run_copy(ctx: Context, args: argparse.Namespace) -> int:
             downres = len(level.layout.levels) - 1 - int(level.level.path) if labels else 0
         factor = level.level.factor
         assert dst.instance is not None
+        channels = level.channel_shape
+        dtype: Any = np.dtype((level.dtype, channels)) if channels else level.dtype  # rgba8blk stays rgba8blk
         create_array(
-            node, dst.instance, (offset, stop), level.dtype, labels=labels, scales=downres,
+            node, dst.instance, (offset, stop), dtype, labels=labels, scales=downres,
             block_size=level.level.block_shape, voxel_size=tuple(v * factor for v in level.layout.voxel_size),
             voxel_units=level.layout.units if all(level.layout.units) else "nanometers",
         )
@@ -449,12 +468,15 @@ def run_copy(ctx: Context, args: argparse.Namespace) -> int:
     out: DvidLevel | None = None
     if dst.instance in node.instances():  # a new instance gets the source's type
         out = DvidLevel.open(ctx, dst, dst.level, node=node)
-        check_values(source, out.dtype, f"{out.level.typename} {dst.instance!r}", args.workers)
+        what = f"{out.level.typename} {dst.instance!r}"
+        check_channels(source, out.channel_shape, what)
+        check_values(source, out.dtype, what, args.workers)
     _ensure_instance(ctx, node, dst.instance, journal, args.create, make)
     out = out or DvidLevel.open(ctx, dst, dst.level, node=node)
-    target = out.writer(offset, source.shape)
+    target = out.writer(offset, source.spatial_shape)
     step = _chunk_size(
-        args.chunks, journal, source.shape, out.level.block_shape, source.dtype.itemsize, args.workers, "DVID blocks"
+        args.chunks, journal, source.spatial_shape, out.level.block_shape, source.voxel_bytes, args.workers,
+        "DVID blocks",
     )
     transfer(ctx, source, target, journal, step, workers=args.workers, verb="copied")
     return 0

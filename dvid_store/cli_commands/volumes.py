@@ -3,6 +3,8 @@
 Each is a :class:`Volume`: a numpy-like object indexed with ``(z, y, x)`` slices
 relative to the transferred region, plus what the transfer engine must know to cut
 the region into chunks that never share a block (or a zarr chunk) of the target.
+Multichannel volumes (rgba8blk levels, their exports, ``(z, y, x, 4)`` local arrays
+and RGBA TIFF stacks) have a trailing channel axis, which chunks keep whole.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -30,6 +33,7 @@ __all__ = [
     "DvidLevel",
     "Volume",
     "check_castable",
+    "check_channels",
     "open_local",
     "open_zarr_output",
 ]
@@ -45,8 +49,8 @@ class Volume:
     ----------
     array : numpy-like
         Supports ``array[z0:z1, y0:y1, x0:x1]`` (sources) or assignment to it (targets).
-    shape : (int, int, int)
-        Region shape, (z, y, x).
+    shape : (int, int, int) or (int, int, int, int)
+        Region shape, (z, y, x), plus the channel axis of a multichannel volume.
     dtype : numpy.dtype
         Voxel type.
     label : str
@@ -62,7 +66,7 @@ class Volume:
     """
 
     array: Any
-    shape: ZYX
+    shape: tuple[int, ...]
     dtype: np.dtype
     label: str
     identity: dict[str, Any]
@@ -73,6 +77,36 @@ class Volume:
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    @property
+    def spatial_shape(self) -> ZYX:
+        """``(z, y, x)`` of :attr:`shape`."""
+        return cast(ZYX, tuple(self.shape[:3]))
+
+    @property
+    def channel_shape(self) -> tuple[int, ...]:
+        """The axes after ``(z, y, x)``: ``(4,)`` for RGBA volumes, else ``()``."""
+        return tuple(self.shape[3:])
+
+    @property
+    def voxel_bytes(self) -> int:
+        """Bytes of one voxel, all its channels."""
+        return int(np.prod(self.channel_shape)) * self.dtype.itemsize
+
+
+def check_channels(source: Volume, target_channels: tuple[int, ...], what: str) -> None:
+    """Refuse a transfer between volumes whose voxels have different channels."""
+    if source.channel_shape == target_channels:
+        return
+    if target_channels:
+        raise DvidInputError(
+            f"{what} has {target_channels[0]} channels per voxel (R, G, B, A) but {source.label} has "
+            f"shape {source.shape}: give a (z, y, x, {target_channels[0]}) array"
+        )
+    raise DvidInputError(
+        f"{source.label} has {source.channel_shape[0]} channels per voxel (shape {source.shape}) but {what} holds "
+        "one value per voxel: import into an rgba8blk instance (--create makes one from uint8 data)"
+    )
 
 
 def check_castable(source: np.dtype, target: np.dtype, what: str) -> None:
@@ -109,6 +143,11 @@ class DvidLevel:
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(self.layout.dtype)
+
+    @property
+    def channel_shape(self) -> tuple[int, ...]:
+        """``(4,)`` for an rgba8blk level, else ``()``."""
+        return self.level.channel_shape
 
     @property
     def url(self) -> str:
@@ -156,20 +195,21 @@ class DvidLevel:
         """A source reading ``box`` (this level's voxel coordinates)."""
         from ..level_io import VolumeReader
 
-        shape = tuple(b - a for a, b in zip(*box))
+        reader = VolumeReader(self.io(), box[0], tuple(b - a for a, b in zip(*box)))
         return Volume(
-            VolumeReader(self.io(), box[0], shape), shape, self.dtype,  # type: ignore[arg-type]
+            reader, reader.shape, self.dtype,
             f"{self.url} box {format_box(box)}",
             {**self.identity(), "box": [list(box[0]), list(box[1])]},
         )
 
-    def writer(self, start: ZYX, shape: ZYX) -> Volume:
-        """A target writing a region of ``shape`` whose first voxel lands at ``start``."""
+    def writer(self, start: ZYX, shape: Sequence[int]) -> Volume:
+        """A target writing a region of ``shape`` (z, y, x) whose first voxel lands at ``start``."""
         from ..level_io import VolumeWriter
 
         self.node.require_writable(f"writing to {self.layout.instance!r}")
+        writer = VolumeWriter(self.io(), start, shape[:3])
         return Volume(
-            VolumeWriter(self.io(), start, shape), shape, self.dtype,
+            writer, writer.shape, self.dtype,
             f"{self.url} at {','.join(map(str, start))}",
             {**self.identity(), "offset": list(start)},
             grid_origin=start, grid=self.level.block_shape,
@@ -182,12 +222,24 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _as_3d(array: Any, path: Path) -> Any:
-    if array.ndim == 2:
-        return array[None]
-    if array.ndim != 3:
+def _as_3d(array: Any, path: Path, samples: bool = False) -> Any:
+    """``array`` as (z, y, x), or (z, y, x, 4) for RGBA data; a 2-d image becomes one z slice.
+
+    A 4-d array with 4 values last is read as RGBA voxels; ``samples`` says that the
+    last axis is one of colour samples (a TIFF's), so a 3-d array is one RGBA image.
+    """
+    if samples and array.ndim in (3, 4) and array.shape[-1] != 4:
         raise DvidInputError(
-            f"{path}: DVID volumes are 3-d (z, y, x) or 2-d slices; this array has shape {array.shape}"
+            f"{path}: its images have {array.shape[-1]} colour samples per pixel; DVID's multichannel type "
+            "(rgba8blk) holds 4 (R, G, B, A): convert the stack to RGBA first"
+        )
+    channels = 1 if samples or (array.ndim == 4 and array.shape[-1] == 4) else 0
+    if array.ndim == 2 + channels:
+        return array[None]
+    if array.ndim != 3 + channels:
+        raise DvidInputError(
+            f"{path}: DVID volumes are 3-d (z, y, x), 4-d (z, y, x, 4) for RGBA, or 2-d slices; this array has "
+            f"shape {array.shape}"
         )
     return array
 
@@ -240,7 +292,9 @@ def open_local(path_text: str, dataset: str | None = None) -> Volume:
             data: np.ndarray = tifffile.memmap(path, mode="r")
         except (ValueError, OSError):  # compressed or tiled: read it whole
             data = tifffile.imread(path)
-        array = _as_3d(data, path)
+        with tifffile.TiffFile(path) as tif:
+            samples = tif.series[0].axes.endswith("S")  # colour samples (RGB, RGBA) last
+        array = _as_3d(data, path, samples)
         return Volume(array, tuple(array.shape), array.dtype, str(path), {"file": _file_identity(path)})
     if _is_zarr(path):
         return _open_zarr_source(path, dataset)
@@ -315,8 +369,10 @@ def open_zarr_output(
     from ..zarr.metadata import array_document, group_document
 
     path = Path(path_text)
-    shape = cast(ZYX, tuple(b - a for a, b in zip(*box)))
+    channels = level.channel_shape
+    shape = tuple(b - a for a, b in zip(*box)) + channels
     dtype = level.dtype
+    array_chunks = tuple(chunks) + channels
     if reopen and not path.exists() and journalled:
         raise DvidInputError(
             f"the journal of this export lists {journalled} chunks written to {path}, which is gone; "
@@ -327,7 +383,7 @@ def open_zarr_output(
             array = zarr.open_array(str(path / "0"), mode="r+")
         except Exception as exc:  # zarr raises several kinds for "not there"
             raise DvidInputError(f"cannot reopen {path}/0 to resume the export: {exc}") from None
-        if tuple(array.shape) != shape or np.dtype(array.dtype) != dtype or tuple(array.chunks) != chunks:
+        if tuple(array.shape) != shape or np.dtype(array.dtype) != dtype or tuple(array.chunks) != array_chunks:
             raise DvidInputError(
                 f"{path}/0 (shape {array.shape}, {array.dtype}, chunks {array.chunks}) is not the array this export "
                 "writes; remove it or its journal to start over"
@@ -338,7 +394,7 @@ def open_zarr_output(
                 raise DvidInputError(f"{path} already exists; add --overwrite to replace it")
             if not (path.is_dir() and ((path / "zarr.json").exists() or not any(path.iterdir()))):
                 raise DvidInputError(f"{path} exists and is not a zarr store; refusing to overwrite it")
-        sub = dataclasses.replace(level.level, path="0", origin=box[0], shape=shape)
+        sub = dataclasses.replace(level.level, path="0", origin=box[0], shape=cast(ZYX, shape[:3]))
         layout = dataclasses.replace(level.layout, levels=(sub,))
         group_attrs = group_document(layout)["attributes"]
         array_attrs = array_document(layout, sub)["attributes"]
@@ -346,8 +402,8 @@ def open_zarr_output(
         group_attrs["dvid"]["level"] = int(level.level.path)
         group = zarr.open_group(str(path), mode="w", zarr_format=3, attributes=json.loads(json.dumps(group_attrs)))
         array = group.create_array(
-            "0", shape=shape, dtype=dtype, chunks=chunks, fill_value=0, dimension_names=("z", "y", "x"),
-            attributes=array_attrs,
+            "0", shape=shape, dtype=dtype, chunks=array_chunks, fill_value=0,
+            dimension_names=("z", "y", "x") + ("c",) * len(channels), attributes=array_attrs,
         )
     return Volume(
         array, shape, dtype, str(path),
