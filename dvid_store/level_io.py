@@ -18,14 +18,13 @@ their box, as DVID stores whole voxels.
 from __future__ import annotations
 
 import contextlib
-import threading
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .blocks import BlockIO, _overlap
+from .datatypes.volume import block_merge_locks
 from .errors import ConcurrentWriteError, DvidInputError
 from .geometry import Box, aligned_box, as_zyx, block_coords_in_box, box_shape
 
@@ -271,42 +270,11 @@ def _read_all(io: BlockIO, coords: list[ZYX]) -> dict[ZYX, np.ndarray]:
     return {c: found[c] if c in found else np.zeros(io.block_array_shape, io.dtype) for c in coords}
 
 
-_local_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
-_local_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def block_locks(io: BlockIO, coords: Sequence[ZYX]) -> Iterator[None]:
+def block_locks(io: BlockIO, coords: Sequence[ZYX]) -> contextlib.AbstractContextManager[None]:
     """Hold the merge locks of blocks ``coords`` of ``io``'s level (see :class:`VolumeWriter`).
 
-    Process-local locks always; on a dask.distributed worker also one
-    ``distributed.MultiLock`` over the blocks' names, cluster-wide. Locks are taken
-    in sorted order, so writers never deadlock.
+    The node API's merge locks (:func:`dvid_store.datatypes.volume.block_merge_locks`):
+    process-local, and cluster-wide on a dask.distributed worker, so the front ends'
+    and the node API's merges of the same blocks wait for each other.
     """
-    transport = io.node.transport
-    names = [
-        f"dvid_store-merge:{transport.base_url}/{io.node.uuid}/{io.instance}/{io.scale}/{z}_{y}_{x}"
-        for z, y, x in sorted(coords)
-    ]
-    with _local_guard:
-        locks = [_local_locks.setdefault(name, threading.Lock()) for name in names]
-    with contextlib.ExitStack() as stack:
-        for lock in locks:
-            stack.enter_context(lock)
-        cluster = _cluster_lock(names)
-        if cluster is not None:
-            cluster.acquire()
-            stack.callback(cluster.release)
-        yield
-
-
-def _cluster_lock(names: list[str]) -> Any:
-    try:
-        from distributed import MultiLock, get_worker
-    except ImportError:
-        return None
-    try:
-        get_worker()
-    except ValueError:  # not running on a worker
-        return None
-    return MultiLock(names=names)
+    return block_merge_locks(io.node, io.instance, io.scale, coords)

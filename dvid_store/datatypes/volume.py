@@ -542,15 +542,24 @@ _merge_locks_guard = threading.Lock()
 def edge_block_locks(volume: VolumeInstance, coords: Sequence[ZYX], scale: int = 0) -> Iterator[None]:
     """Hold the merge locks of blocks ``coords`` of ``volume`` (at ``scale``) while their edges are merged.
 
-    Process-local locks always; on a dask.distributed worker also one
-    ``distributed.MultiLock`` over the blocks' names, cluster-wide. The names are
-    those of :func:`dvid_store.level_io.block_locks`, so node API merges and the front
-    ends' merges of the same blocks on one cluster wait for each other. Locks are taken
-    in sorted order, so writers never deadlock.
+    See :func:`block_merge_locks`.
     """
-    node = volume.node
+    with block_merge_locks(volume.node, volume.name, scale, coords):
+        yield
+
+
+@contextlib.contextmanager
+def block_merge_locks(node: Node, instance: str, scale: int, coords: Sequence[ZYX]) -> Iterator[None]:
+    """Hold the merge locks of blocks ``coords`` of an instance's level while their edges are merged.
+
+    Process-local locks always; on a dask.distributed worker also one
+    ``distributed.MultiLock`` over the blocks' names, cluster-wide, so node API merges
+    and the front ends' merges (:func:`dvid_store.level_io.block_locks`) of the same
+    blocks wait for each other, in one process and on one cluster. Locks are taken in
+    sorted order, so writers never deadlock.
+    """
     names = [
-        f"dvid_store-merge:{node.transport.base_url}/{node.uuid}/{volume.name}/{scale}/{z}_{y}_{x}"
+        f"dvid_store-merge:{node.transport.base_url}/{node.uuid}/{instance}/{scale}/{z}_{y}_{x}"
         for z, y, x in sorted(coords)
     ]
     with _merge_locks_guard:
