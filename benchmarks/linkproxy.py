@@ -99,10 +99,7 @@ class _Relay:
         self._listener.close()
         with self._lock:
             sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        self._hang_up(*sockets)
 
     def __enter__(self) -> _Relay:
         return self

@@ -13,7 +13,8 @@ from .transport import RetryPolicy, Secret, Transport
 
 __all__ = ["DvidClient"]
 
-_FULL_UUID = re.compile(r"^[0-9a-f]{32}$")
+#: A node's whole UUID (needs no lookup to name one node).
+FULL_UUID = re.compile(r"^[0-9a-f]{32}$")
 _REF = re.compile(r"^(?P<prefix>[0-9a-f]*)(?::(?P<branch>[^~]+)(?:~(?P<back>\d+))?)?$")
 
 
@@ -157,7 +158,7 @@ class DvidClient:
         DvidInputError
             ``ref`` is not of one of the forms above.
         """
-        if _FULL_UUID.match(ref.strip()):
+        if FULL_UUID.match(ref.strip()):
             # A full UUID needs no list of every repo on the server (megabytes on a big
             # one, a round trip either way): the node's tiny commit status proves it
             # exists, and tells its Node whether it is locked.

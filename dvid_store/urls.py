@@ -12,17 +12,14 @@ resolves the node reference on the server.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from .client import DvidClient
+from .client import FULL_UUID, DvidClient
 from .errors import DvidInputError
 from .node import Node
 
 __all__ = ["DvidURL", "parse_url"]
-
-_FULL_UUID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ class DvidURL:
         scheme = conn.pop("scheme", None)
         server = self.server if scheme is None else f"{scheme}://{self.server.split('://', 1)[1]}"
         client = DvidURL(server, self.ref, self.instance, self.key).client(**conn)
-        if _FULL_UUID.match(self.ref):
+        if FULL_UUID.match(self.ref):
             return Node(client, self.ref)
         return client.node(self.ref)
 

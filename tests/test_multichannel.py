@@ -51,20 +51,6 @@ def _stored(node: Node, name: str, box) -> np.ndarray:
     return node.voxels(name).read(box)
 
 
-@pytest.fixture
-def written_blocks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """Every block coordinate that BlockIO.write sends to DVID during the test."""
-    sent: list[tuple[int, int, int]] = []
-    write = BlockIO.write
-
-    def recording(self: BlockIO, blocks, *args, **kwargs):
-        sent.extend(tuple(int(v) for v in c) for c in dict(blocks))
-        return write(self, blocks, *args, **kwargs)
-
-    monkeypatch.setattr(BlockIO, "write", recording)
-    return sent
-
-
 # ------------------------------------------------------------------ create_array
 def test_create_array_makes_rgba8blk_from_its_name_or_numpys_uint8_times_4(dvid_node: Node) -> None:
     for name, dtype in (("by_name", "rgba8"), ("by_numpy", RGBA)):

@@ -24,20 +24,6 @@ class RenamedPipeline(BatchedCodecPipeline):
 register_pipeline(RenamedPipeline)
 
 
-@pytest.fixture
-def written_blocks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """Every block coordinate that BlockIO.write sends to DVID during the test."""
-    sent: list[tuple[int, int, int]] = []
-    write = BlockIO.write
-
-    def recording(self: BlockIO, blocks, *args, **kwargs):
-        sent.extend(tuple(int(v) for v in c) for c in dict(blocks))
-        return write(self, blocks, *args, **kwargs)
-
-    monkeypatch.setattr(BlockIO, "write", recording)
-    return sent
-
-
 def _filled(node: Node, name: str, shape: tuple[int, int, int], seed: int) -> np.ndarray:
     create_array(node, name, shape, "uint8", block_size=32)
     data = np.random.default_rng(seed).integers(1, 256, shape, dtype=np.uint8)

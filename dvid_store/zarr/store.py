@@ -973,15 +973,24 @@ def _zarr_rewrite_read() -> bool:
     past dvid_store's frames and zarr's pass-through frames, as
     :func:`_zarr_delete_origin` does.
     """
-    frame: FrameType | None = sys._getframe(1)
+    caller = _first_caller(("dvid_store.", "fsspec."), _ZARR_READ_PASS_THROUGH)
+    return caller is not None and caller[0] == "zarr.core.codec_pipeline" and "write" in caller[1].lower()
+
+
+def _first_caller(own: tuple[str, ...], pass_through: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
+    """(module, qualified name) of the first frame on the caller's await chain that is not passed through.
+
+    Walks the frames of the running call (an awaiting coroutine is the ``f_back`` of the
+    one it awaits) past modules starting with ``own`` and the ``pass_through`` frames.
+    """
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         module = str(frame.f_globals.get("__name__", ""))
         name = frame.f_code.co_qualname
-        if module.startswith(("dvid_store.", "fsspec.")) or (module, name) in _ZARR_READ_PASS_THROUGH:
-            frame = frame.f_back
-            continue
-        return module == "zarr.core.codec_pipeline" and "write" in name.lower()
-    return False
+        if not module.startswith(own) and (module, name) not in pass_through:
+            return module, name
+        frame = frame.f_back
+    return None
 
 
 # zarr frames (module, qualified name) on the await chain of a chunk delete. Deletes
@@ -1013,16 +1022,12 @@ def _zarr_delete_origin() -> str | None:
     when the first other frame is zarr's chunk writer or not zarr at all (a direct
     call, fsspec's ``rm``).
     """
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        module = str(frame.f_globals.get("__name__", ""))
-        name = frame.f_code.co_qualname
-        if module.startswith("dvid_store.") or (module, name) in _ZARR_PASS_THROUGH:
-            frame = frame.f_back
-            continue
-        if (module, name) in _ZARR_FILL_WRITERS or (module in _ZARR_FILL_MODULES and "resize" not in name):
-            return None
-        if module == "zarr" or module.startswith("zarr."):
-            return f"{module}.{name}"
+    caller = _first_caller(("dvid_store.",), _ZARR_PASS_THROUGH)
+    if caller is None:
         return None
+    module, name = caller
+    if (module, name) in _ZARR_FILL_WRITERS or (module in _ZARR_FILL_MODULES and "resize" not in name):
+        return None
+    if module == "zarr" or module.startswith("zarr."):
+        return f"{module}.{name}"
     return None
