@@ -21,7 +21,11 @@ from .datatypes.labels import (
     SplitResult,
     SplitSupervoxelResult,
 )
+from .datatypes.labelsz import Labelsz
+from .datatypes.multichan16 import Multichan16
+from .datatypes.neuronjson import Neuronjson
 from .datatypes.roi import Roi, Substack
+from .datatypes.tarsupervoxels import Tarsupervoxels
 from .datatypes.tiles import TileLevel, TileMetadata, Tiles
 from .datatypes.volume import VolumeInstance
 from .datatypes.voxels import RGBA8, Voxels
@@ -98,9 +102,12 @@ __all__ = [
     "Labelarray",
     "Labelblk",
     "Labelmap",
+    "Labelsz",
     "Labelvol",
     "LockedNodeError",
     "MalformedAnswerError",
+    "Multichan16",
+    "Neuronjson",
     "Node",
     "NotFoundError",
     "RedirectError",
@@ -113,6 +120,7 @@ __all__ = [
     "SplitResult",
     "SplitSupervoxelResult",
     "Substack",
+    "Tarsupervoxels",
     "TileLevel",
     "TileMetadata",
     "Tiles",

@@ -14,7 +14,11 @@ from .datatypes.annotations import Annotations
 from .datatypes.graph import LabelGraph
 from .datatypes.keyvalue import KeyValue
 from .datatypes.labels import Labelarray, Labelblk, Labelmap, Labelvol
+from .datatypes.labelsz import Labelsz
+from .datatypes.multichan16 import Multichan16
+from .datatypes.neuronjson import Neuronjson
 from .datatypes.roi import Roi
+from .datatypes.tarsupervoxels import Tarsupervoxels
 from .datatypes.tiles import Tiles
 from .datatypes.voxels import Voxels
 from .errors import DvidInputError, LockedNodeError, MalformedAnswerError, UnknownInstanceError
@@ -283,6 +287,22 @@ class Node:
     def annotations(self, name: str) -> Annotations:
         """The annotation instance ``name``."""
         return Annotations(self, check_instance_name(name))
+
+    def neuronjson(self, name: str) -> Neuronjson:
+        """The neuronjson instance ``name``: JSON annotations of bodies."""
+        return Neuronjson(self, check_instance_name(name))
+
+    def tarsupervoxels(self, name: str) -> Tarsupervoxels:
+        """The tarsupervoxels instance ``name``: per-supervoxel files and tars of bodies."""
+        return Tarsupervoxels(self, check_instance_name(name))
+
+    def labelsz(self, name: str) -> Labelsz:
+        """The labelsz instance ``name``: annotation counts per label."""
+        return Labelsz(self, check_instance_name(name))
+
+    def multichan16(self, name: str) -> Multichan16:
+        """The multichan16 instance ``name``: multi-channel 16-bit volumes."""
+        return Multichan16(self, check_instance_name(name))
 
     def graph(self, name: str) -> LabelGraph:
         """The labelgraph instance ``name``: DVID removed that type; every call says so."""

@@ -120,6 +120,10 @@ _ACCESSORS = {
     "roi": "roi",
     "imagetile": "tiles",
     "annotation": "annotations",
+    "neuronjson": "neuronjson",
+    "tarsupervoxels": "tarsupervoxels",
+    "labelsz": "labelsz",
+    "multichan16": "multichan16",
 }
 
 
