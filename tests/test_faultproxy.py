@@ -7,6 +7,7 @@ reset the proxy sends is seen as it is; ``requests`` where redirects are followe
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import os
@@ -316,6 +317,46 @@ def test_stall_answers_nothing_for_that_long(dvid_fault_proxy: FaultProxy, kv_ba
             exchange(conn, "GET", f"{kv_base}/keys")
         assert time.monotonic() - start >= 0.3
     assert [(r.fault, r.upstream_status) for r in dvid_fault_proxy.log] == [("stall", None)]
+
+
+def test_a_stall_ends_when_its_client_hangs_up(dvid_fault_proxy: FaultProxy, kv_base: str) -> None:
+    # Stalls last until stop() by default; a client that timed out and left must not
+    # keep a socket and a thread of the proxy for the rest of a long fault run.
+    dvid_fault_proxy.inject("stall", times=None)
+    for _ in range(3):
+        with connection(dvid_fault_proxy, timeout=0.2) as conn, pytest.raises(TimeoutError):
+            exchange(conn, "GET", f"{kv_base}/keys")
+    assert len(dvid_fault_proxy.log) == 3
+    deadline = time.monotonic() + 10
+    while dvid_fault_proxy.open_connections and time.monotonic() < deadline:
+        threading.Event().wait(0.02)
+    assert dvid_fault_proxy.open_connections == 0
+    dvid_fault_proxy.clear()
+    with connection(dvid_fault_proxy) as conn:
+        assert exchange(conn, "GET", "/api/heartbeat")[0].status == 200
+
+
+def test_accept_survives_a_client_that_gave_up_in_the_queue(
+    dvid_fault_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # accept() fails with ECONNABORTED when a queued client reset first (and with
+    # EMFILE when descriptors run out for a moment): later clients must still get in.
+    real_accept = socket.socket.accept
+    failures = [OSError(errno.ECONNABORTED, "Software caused connection abort"),
+                OSError(errno.EMFILE, "Too many open files")]
+
+    def flaky_accept(self: socket.socket) -> tuple[socket.socket, object]:
+        if failures:
+            raise failures.pop(0)
+        return real_accept(self)
+
+    monkeypatch.setattr(socket.socket, "accept", flaky_accept)
+    with connection(dvid_fault_proxy) as conn:  # the accept loop is waiting in the real accept already
+        assert exchange(conn, "GET", "/api/heartbeat")[0].status == 200
+    for _ in range(3):
+        with connection(dvid_fault_proxy) as conn:
+            assert exchange(conn, "GET", "/api/heartbeat")[0].status == 200
+    assert not failures
 
 
 def test_stop_ends_stalls_trickles_and_idle_connections(dvid_server: DvidServer) -> None:

@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import http
 import http.client
 import ipaddress
@@ -117,6 +118,16 @@ __all__ = ["Fault", "FaultProxy", "Matcher", "ProxyRecord", "Rule"]
 
 #: What :meth:`FaultProxy.inject` accepts as ``match``.
 Matcher: TypeAlias = str | re.Pattern[str] | Callable[[str, str], bool]
+
+
+#: accept() failures after which the listener still works: the queued client went
+#: away, or the process ran out of descriptors or memory for a moment.
+_ACCEPT_AGAIN = frozenset({
+    errno.ECONNABORTED, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EPROTO, errno.EINTR,
+})
+_ACCEPT_BACKOFF = 0.05
+#: How often a stalled connection looks whether its client hung up or stop() was called.
+_STALL_POLL = 0.2
 
 
 class Fault(enum.StrEnum):
@@ -401,6 +412,12 @@ class FaultProxy:
             return list(self._log)
 
     @property
+    def open_connections(self) -> int:
+        """Client connections being served now (each has a thread until it ends)."""
+        with self._lock:
+            return len(self._threads)
+
+    @property
     def faults_applied(self) -> int:
         """How many requests a fault rule has been applied to."""
         with self._lock:
@@ -576,8 +593,13 @@ class FaultProxy:
         while not self._stopping.is_set():
             try:
                 client, _ = listener.accept()
-            except OSError:
-                return
+            except OSError as exc:
+                if self._stopping.is_set() or exc.errno not in _ACCEPT_AGAIN:
+                    return
+                # A client that gave up while queued, or no descriptors left for a
+                # moment: the listener is fine, and every later client must still get in.
+                self._stopping.wait(_ACCEPT_BACKOFF)
+                continue
             if not self._track(client):
                 return
             with contextlib.suppress(OSError):
@@ -656,6 +678,31 @@ class _Connection:
                 # Linger on, zero timeout: close() sends RST instead of FIN.
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
+
+    def stall(self, seconds: float | None) -> None:
+        """Answer nothing for ``seconds`` (``None``: until stop()), or until the client hangs up.
+
+        A client that timed out and closed its end frees the connection at once, so
+        that a long run of stall faults does not pile up sockets and threads until
+        the proxy stops. Raises _Stopped when stopping, _ClientGone when the client left.
+        """
+        until = None if seconds is None else time.monotonic() + seconds
+        while True:
+            if self.proxy._stopping.is_set():
+                raise _Stopped
+            left = _STALL_POLL if until is None else min(_STALL_POLL, until - time.monotonic())
+            if left <= 0:
+                return
+            readable, _, _ = select.select([self.sock], [], [], left)
+            if readable:
+                try:
+                    pending = self.sock.recv(1, socket.MSG_PEEK)
+                except OSError as exc:
+                    raise _ClientGone from exc
+                if not pending:
+                    raise _ClientGone
+                # The client sent more (a pipelined request): stay silent, without spinning on it.
+                self.proxy._stopping.wait(left)
 
     # ------------------------------------------------------------- reading
     def _fill(self) -> bool:
@@ -778,8 +825,8 @@ class _Connection:
 
         if kind is Fault.STALL:
             proxy._record(request, kind, None)
-            with contextlib.suppress(_Stopped):
-                proxy._pause(params["seconds"])
+            with contextlib.suppress(_Stopped, _ClientGone):
+                self.stall(params["seconds"])
             return False
         if kind is Fault.RESET_BEFORE:
             proxy._record(request, kind, None)
