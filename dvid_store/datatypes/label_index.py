@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import DvidError, DvidInputError
+from ..errors import DvidError, DvidInputError, MalformedAnswerError
 from ..geometry import Box
+from ._frames import pandas
+from ._label_progress import TextProgress
+from ._label_proto import (
+    LabelIndex,
+    decode_label_index,
+    decode_label_indices,
+    encode_label_index,
+    encode_label_indices,
+    encode_mapping_ops,
+)
 from .label_volume import _label_id, _label_list, _max_label
 from .sparse_volumes import _SparseVolumes
+
+#: Labels DVID v1.0.0 answers at most per ``GET /indices``.
+_INDICES_PER_REQUEST = 50_000
+#: Labels DVID v1.0.0 lists at most per ``GET /listlabels``.
+_LISTLABELS_MAX = 10_000_000
 
 
 class IndexingTimeoutError(DvidError, TimeoutError):
@@ -225,6 +240,407 @@ class _LabelIndex(_SparseVolumes):
             The reserved labels (DVID's inclusive ``start``…``end``).
         """
         return _reserve_labels(self, count)
+
+    # ----------------------------------------------------------- label indices
+    def label_index(self, label: int, *, mutid: int | None = None) -> LabelIndex | None:
+        """The label index of a body (``GET /index/<label>``), decoded; ``None`` if it has none.
+
+        Parameters
+        ----------
+        label : int
+            Body id (an unmerged supervoxel is its own body).
+        mutid : int, optional
+            The index as it was before mutation ``mutid`` completed (DVID keeps
+            these only for recent mutations; ``None`` if it has none).
+
+        Returns
+        -------
+        LabelIndex or None
+            Blocks → per-supervoxel voxel counts, plus the last mutation id, time,
+            user and app. :attr:`LabelIndex.num_voxels`,
+            :meth:`~LabelIndex.supervoxel_sizes` and :meth:`~LabelIndex.block_coords`
+            (the coarse sparse volume) are computed from it without more requests.
+        """
+        label = _label_id(label)
+        params: dict[str, Any] = {}
+        if mutid is not None:
+            params["mutid"] = int(mutid)
+        response = self.transport.request("GET", self.path("index", str(label)), params=params, allow_status=(404,))
+        if response.status_code == 404:
+            return None
+        return _decoded_index(response.content, label, self.path("index", str(label)))
+
+    def label_indices(self, labels: Iterable[int]) -> list[LabelIndex | None]:
+        """The label indices of many bodies (``GET /indices``, 50 000 labels a request).
+
+        Returns
+        -------
+        list of LabelIndex or None
+            In the order of ``labels``; ``None`` for labels without an index.
+        """
+        ids = _label_list(labels)
+        out: list[LabelIndex | None] = []
+        for start in range(0, len(ids), _INDICES_PER_REQUEST):
+            chunk = ids[start : start + _INDICES_PER_REQUEST]
+            response = self.transport.request("GET", self.path("indices"), data=json.dumps(chunk).encode())
+            try:
+                indices = decode_label_indices(response.content)
+            except DvidError as exc:
+                raise MalformedAnswerError("GET", self.path("indices"), 200, str(exc)) from None
+            if len(indices) != len(chunk):
+                raise MalformedAnswerError(
+                    "GET", self.path("indices"), 200, f"{len(indices)} label indices for {len(chunk)} labels"
+                )
+            for label, index in zip(chunk, indices):
+                # DVID answers a label without an index with an empty message naming it
+                out.append(index if index.blocks else None)
+                if index.blocks and index.label != label:
+                    raise MalformedAnswerError(
+                        "GET", self.path("indices"), 200, f"the index of label {index.label} in the place of {label}"
+                    )
+        return out
+
+    def write_label_index(self, index: LabelIndex) -> None:
+        """Store a body's label index (``POST /index/<label>``); an index without blocks deletes it.
+
+        DVID stores it as given: it does not check it against the voxels, and it
+        does not change the supervoxel → body mapping (see :meth:`post_mappings`).
+        """
+        label = _label_id(index.label)
+        self.require_writable("writing a label index")
+        self.transport.request(
+            "POST", self.path("index", str(label)), data=encode_label_index(index), idempotent=True
+        )
+
+    def write_label_indices(self, indices: Iterable[LabelIndex], *, batch_size: int = 10_000) -> None:
+        """Store many label indices (``POST /indices``, ``batch_size`` a request).
+
+        Indices without blocks delete the label's index. DVID raises the max label
+        to the largest label written.
+        """
+        items = list(indices)
+        for index in items:
+            _label_id(index.label)
+        self.require_writable("writing label indices")
+        for start in range(0, len(items), max(int(batch_size), 1)):
+            payload = encode_label_indices(items[start : start + batch_size])
+            self.transport.request("POST", self.path("indices"), data=payload, idempotent=True)
+
+    def delete_label_indices(self, labels: Iterable[int]) -> None:
+        """Delete the label indices of ``labels`` (``POST /indices`` of empty indices).
+
+        The voxels stay; sizes, sparse volumes and edits of these bodies then see nothing.
+        """
+        self.write_label_indices([LabelIndex(label) for label in _label_list(labels)])
+
+    # ----------------------------------------------------------- label listing
+    def list_labels(self, start: int = 0, number: int | None = None, *, batch_size: int = 1_000_000) -> np.ndarray:
+        """Labels that have a label index, in increasing order (``GET /listlabels``).
+
+        Parameters
+        ----------
+        start : int
+            Smallest label to list.
+        number : int, optional
+            List at most this many; ``None`` lists all from ``start`` (several
+            requests of ``batch_size``; see :meth:`iter_labels` to go page by page).
+
+        Returns
+        -------
+        numpy.ndarray
+            uint64 labels.
+        """
+        pages = list(self.iter_labels(start, number=number, batch_size=batch_size))
+        return np.concatenate(pages) if pages else np.zeros(0, dtype=np.uint64)
+
+    def list_label_sizes(self, start: int = 0, number: int | None = None, *, batch_size: int = 1_000_000) -> Any:
+        """Labels and their voxel counts, in increasing label order (``GET /listlabels?sizes=true``).
+
+        Parameters as in :meth:`list_labels`.
+
+        Returns
+        -------
+        pandas.Series
+            uint64 voxel counts named ``"size"``, indexed by the uint64 labels (index
+            named ``"label"``).
+        """
+        pd = pandas("Labelmap.list_label_sizes()")
+        pages = list(self.iter_labels(start, number=number, batch_size=batch_size, sizes=True))
+        pairs = np.concatenate(pages) if pages else np.zeros((0, 2), dtype=np.uint64)
+        return pd.Series(pairs[:, 1], index=pd.Index(pairs[:, 0], name="label"), name="size", dtype=np.uint64)
+
+    def iter_labels(
+        self,
+        start: int = 0,
+        *,
+        number: int | None = None,
+        batch_size: int = 1_000_000,
+        sizes: bool = False,
+    ) -> Iterator[np.ndarray]:
+        """Page through the labels of a huge instance, one ``GET /listlabels`` per page.
+
+        Parameters
+        ----------
+        start : int
+            Smallest label to list.
+        number : int, optional
+            Stop after this many labels (default: all).
+        batch_size : int
+            Labels a page (DVID serves at most 10 million).
+        sizes : bool
+            Pages are ``(n, 2)`` arrays of ``(label, voxels)`` instead of labels.
+
+        Yields
+        ------
+        numpy.ndarray
+            uint64 labels (or label, size rows) of one page, increasing; no empty pages.
+
+        Raises
+        ------
+        MalformedAnswerError
+            DVID marked an error mid-stream (four zero words) or cut the stream.
+        """
+        if int(start) < 0 or (number is not None and int(number) < 0):
+            raise DvidInputError(f"start and number are non-negative, got start={start}, number={number}")
+        if not 0 < int(batch_size) <= _LISTLABELS_MAX:
+            raise DvidInputError(f"batch_size is 1 … {_LISTLABELS_MAX} (DVID's most), got {batch_size}")
+        remaining = None if number is None else int(number)
+        nxt = int(start)
+        width = 2 if sizes else 1
+        while remaining is None or remaining > 0:
+            ask = batch_size if remaining is None else min(batch_size, remaining)
+            params: dict[str, Any] = {"start": nxt, "number": ask}
+            if sizes:
+                params["sizes"] = "true"
+            content = self.transport.request("GET", self.path("listlabels"), params=params).content
+            if len(content) % (8 * width):
+                raise MalformedAnswerError(
+                    "GET", self.path("listlabels"), 200, f"{len(content)} bytes, not whole {8 * width}-byte records"
+                )
+            page = np.frombuffer(content, dtype="<u8").astype(np.uint64).reshape(-1, width)
+            if len(page) and (page[:, 0] == 0).any():
+                # label 0 is never indexed: four zero words are DVID's mid-stream error marker
+                raise MalformedAnswerError(
+                    "GET", self.path("listlabels"), 200,
+                    "DVID signalled an error while streaming the labels (see its log); "
+                    "try again or with a smaller batch_size",
+                )
+            if len(page):
+                yield page if sizes else page[:, 0]
+            if len(page) < ask:
+                return
+            nxt = int(page[-1, 0]) + 1
+            if remaining is not None:
+                remaining -= len(page)
+
+    # ----------------------------------------------------------- mappings
+    def mappings(self) -> Any:
+        """The whole supervoxel → body mapping of this version (``GET /mappings?format=binary``).
+
+        DVID lists only supervoxels that do not map to themselves (merged ones,
+        plus the ids retired by splits and cleaves, which map to 0); any other
+        supervoxel is its own body.
+
+        Returns
+        -------
+        pandas.Series
+            uint64 body ids named ``"body"``, indexed by uint64 supervoxel ids (index
+            named ``"sv"``), sorted by supervoxel.
+        """
+        pd = pandas("Labelmap.mappings()")
+        content = self.transport.request("GET", self.path("mappings"), params={"format": "binary"}).content
+        if len(content) % 16:
+            raise MalformedAnswerError(
+                "GET", self.path("mappings"), 200, f"{len(content)} bytes, not whole 16-byte (sv, body) pairs"
+            )
+        pairs = np.frombuffer(content, dtype="<u8").astype(np.uint64).reshape(-1, 2)
+        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+        return pd.Series(pairs[:, 1], index=pd.Index(pairs[:, 0], name="sv"), name="body", dtype=np.uint64)
+
+    def post_mappings(
+        self,
+        mapping: Any,
+        *,
+        mutid: int = 0,
+        batch_size: int = 1_000_000,
+        progress: bool = False,
+    ) -> None:
+        """Set supervoxel → body mappings directly (``POST /mappings``, DVID's ``MappingOps``).
+
+        Meant for loading an agglomeration after ingesting supervoxels (or copying
+        one, see :meth:`copy_mappings`): DVID records the mapping only, it does
+        **not** update the label indices of the bodies (write those with
+        :meth:`write_label_indices`).
+
+        Parameters
+        ----------
+        mapping : pandas.Series or mapping of int to int
+            Supervoxel → body.
+        mutid : int
+            Mutation id DVID logs with the mappings.
+        batch_size : int
+            Supervoxels a request (bodies are never split between requests, so a
+            request can hold more).
+        progress : bool
+            Show a text progress bar on stderr.
+        """
+        if hasattr(mapping, "index") and hasattr(mapping, "to_numpy"):
+            svs = np.asarray(mapping.index.to_numpy(), dtype=np.uint64)
+            bodies = np.asarray(mapping.to_numpy(), dtype=np.uint64)
+        else:
+            items = dict(mapping)
+            svs = np.asarray(_label_list(list(items)), dtype=np.uint64)
+            bodies = np.asarray([int(items[k]) for k in items], dtype=np.uint64)
+        if len(svs) != len(np.unique(svs)):
+            raise DvidInputError("the mapping names some supervoxels more than once; give each one body")
+        if len(svs) and (svs == 0).any():
+            raise DvidInputError("supervoxel 0 is background and cannot be mapped")
+        self.require_writable("posting mappings")
+        order = np.argsort(bodies, kind="stable")
+        svs, bodies = svs[order], bodies[order]
+        cuts = np.flatnonzero(np.diff(bodies)) + 1
+        starts = np.concatenate(([0], cuts)).astype(np.int64)
+        stops = np.concatenate((cuts, [len(bodies)])).astype(np.int64)
+        bar = TextProgress(len(svs), "supervoxels", enabled=progress)
+        try:
+            group: dict[int, np.ndarray] = {}
+            count = 0
+            for a, b in zip(starts.tolist(), stops.tolist()):
+                if a == b:
+                    continue
+                group[int(bodies[a])] = svs[a:b]
+                count += b - a
+                if count >= batch_size:
+                    self._send_mapping_ops(group, mutid)
+                    bar.update(count)
+                    group, count = {}, 0
+            if group:
+                self._send_mapping_ops(group, mutid)
+                bar.update(count)
+        finally:
+            if progress:
+                bar.close()
+
+    def _send_mapping_ops(self, group: Mapping[int, np.ndarray], mutid: int) -> None:
+        payload = encode_mapping_ops({body: svs.tolist() for body, svs in group.items()}, int(mutid))
+        self.transport.request("POST", self.path("mappings"), data=payload, idempotent=True)
+
+    def copy_mappings(
+        self, dest: Any, *, mutid: int | None = None, batch_size: int = 1_000_000, progress: bool = False
+    ) -> int:
+        """Copy this version's whole mapping to another labelmap (another instance, node or server).
+
+        ``GET /mappings`` here, ``POST /mappings`` there (see :meth:`post_mappings`
+        for what that does and does not change).
+
+        Parameters
+        ----------
+        dest : Labelmap
+            Where to copy to.
+        mutid : int, optional
+            Mutation id DVID logs with the copied mappings; default the larger of
+            the two repos' current mutation ids (as neuclease's ``copy_mappings``).
+        batch_size, progress
+            As in :meth:`post_mappings`.
+
+        Returns
+        -------
+        int
+            Number of supervoxel mappings copied.
+        """
+        mapping = self.mappings()
+        if mutid is None:
+            mutid = max(_repo_mutation_id(self), _repo_mutation_id(dest))
+        dest.post_mappings(mapping, mutid=mutid, batch_size=batch_size, progress=progress)
+        return len(mapping)
+
+    # ----------------------------------------------------------- supervoxel splits
+    def supervoxel_splits(self) -> Any:
+        """Every supervoxel split up to this version (``GET /supervoxel-splits``).
+
+        Each split retires supervoxel ``old`` and gives its voxels two new ids:
+        ``split`` (the voxels split off) and ``remain`` (the rest). Splits of
+        bodies (:meth:`split`) split the supervoxels they cut, so they appear here too.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per split, sorted by ``mutid``, with columns ``uuid`` (str, the
+            version it was done in), ``mutid`` (uint64), ``old``, ``remain`` and
+            ``split`` (uint64 supervoxel ids).
+        """
+        pd = pandas("Labelmap.supervoxel_splits()")
+        answer = self.transport.get_json(self.path("supervoxel-splits")) or []
+        rows: list[tuple[str, int, int, int, int]] = []
+        if len(answer) % 2:
+            raise MalformedAnswerError("GET", self.path("supervoxel-splits"), 200, "not (uuid, splits) pairs")
+        for uuid, splits in zip(answer[0::2], answer[1::2]):
+            for mutid, old, remain, split in splits:
+                rows.append((str(uuid), int(mutid), int(old), int(remain), int(split)))
+        rows.sort(key=lambda r: r[1])
+        frame = pd.DataFrame(
+            {
+                "uuid": pd.Series([r[0] for r in rows], dtype=object),
+                "mutid": np.asarray([r[1] for r in rows], dtype=np.uint64),
+                "old": np.asarray([r[2] for r in rows], dtype=np.uint64),
+                "remain": np.asarray([r[3] for r in rows], dtype=np.uint64),
+                "split": np.asarray([r[4] for r in rows], dtype=np.uint64),
+            }
+        )
+        return frame
+
+    def supervoxel_split_graph(self) -> dict[int, tuple[int, int]]:
+        """The supervoxel splits as a graph: retired supervoxel → ``(remain, split)`` ids.
+
+        Follow it (see :meth:`supervoxel_fragments`) to find what a retired id
+        became; ids that are not keys are current supervoxels.
+        """
+        frame = self.supervoxel_splits()
+        return {
+            int(old): (int(remain), int(split))
+            for old, remain, split in zip(frame["old"], frame["remain"], frame["split"])
+        }
+
+    def supervoxel_fragments(self, supervoxel: int, graph: Mapping[int, tuple[int, int]] | None = None) -> np.ndarray:
+        """The current supervoxels a (possibly retired) supervoxel's voxels now carry.
+
+        Parameters
+        ----------
+        supervoxel : int
+            Any supervoxel id, retired or current.
+        graph : mapping, optional
+            :meth:`supervoxel_split_graph`'s answer, to save fetching it again.
+
+        Returns
+        -------
+        numpy.ndarray
+            Sorted uint64 ids: ``[supervoxel]`` itself if it was never split.
+        """
+        edges = self.supervoxel_split_graph() if graph is None else graph
+        leaves: list[int] = []
+        todo = [_label_id(supervoxel)]
+        while todo:
+            sv = todo.pop()
+            if sv in edges:
+                todo.extend(edges[sv])
+            else:
+                leaves.append(sv)
+        return np.asarray(sorted(leaves), dtype=np.uint64)
+
+
+def _repo_mutation_id(instance: Any) -> int:
+    info = instance.transport.get_json(f"/api/repo/{instance.node.uuid}/info")
+    return int(info.get("MutationID") or 0)
+
+
+def _decoded_index(content: bytes, label: int, path: str) -> LabelIndex:
+    try:
+        index = decode_label_index(content)
+    except DvidError as exc:
+        raise MalformedAnswerError("GET", path, 200, str(exc)) from None
+    if index.label == 0:
+        index.label = label  # older indices were stored without their label
+    return index
 
 
 def _reserve_labels(instance: Any, count: int) -> range:

@@ -142,6 +142,166 @@ class _LabelMutations(Instance):
         """
         return list(self.transport.get_json(self.path("mutations")) or [])
 
+    def renumber(self, renumbering: Any) -> None:
+        """Give bodies new ids (``POST /renumber``): body ``old`` becomes body ``new``.
+
+        Parameters
+        ----------
+        renumbering : mapping of int to int, or pandas.Series
+            Old body id → new body id. Each new id must not be a body yet.
+
+        Raises
+        ------
+        DvidInputError
+            An id is not a label, an old or new id repeats, or an id is both old
+            and new. Nothing is sent.
+        BadRequestError
+            DVID refused a pair (e.g. the new id exists, or the old body does not).
+            DVID renumbers pair by pair and stops at the first failure: the pairs
+            before it are done.
+        """
+        pairs = _renumber_pairs(renumbering)
+        if not pairs:
+            return
+        self.require_writable("renumbering bodies")
+        payload = [value for old, new in pairs for value in (new, old)]
+        self.transport.request("POST", self.path("renumber"), json=payload)
+
+    def cleave_groups(self, body: int, groups: Iterable[Iterable[int]]) -> list[CleaveResult]:
+        """Cleave several groups of supervoxels off one body, one ``POST /cleave`` each, in order.
+
+        Each group becomes a new body; the body keeps the supervoxels in no group.
+        For many groups of a big body :meth:`hierarchical_cleave` is much faster.
+
+        Returns
+        -------
+        list of CleaveResult
+            One per group, in order.
+
+        Raises
+        ------
+        DvidInputError
+            A group is empty, or a supervoxel is in two groups. Nothing is sent.
+        """
+        body = _label_id(body)
+        lists = [_label_list(g) for g in groups]
+        _check_groups(lists)
+        return [self.cleave(body, svs) for svs in lists]
+
+    def hierarchical_cleave(self, body: int, groups: Any) -> Any:
+        """Leave each group of a body's supervoxels as a body of its own, in few, cheap cleaves.
+
+        Cleaving many small groups off a big body one by one costs DVID a pass
+        over the big body's label index each time. Instead the groups are halved
+        recursively: cleave half of them off, then divide each half again, so
+        every cleave works on a smaller body (like neuclease's
+        ``post_hierarchical_cleaves``).
+
+        If the groups hold every supervoxel of the body, the last group (in sorted
+        group order) keeps the body's id; otherwise every group gets a new one and
+        the body keeps the rest.
+
+        Parameters
+        ----------
+        body : int
+            The body to cleave.
+        groups : pandas.Series or mapping of int to int
+            Supervoxel id → group id (any integers); every supervoxel must belong
+            to ``body``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by uint64 supervoxel id (named ``"sv"``), sorted, with columns
+            ``group`` (int64, the given group) and ``body`` (uint64, the body it
+            belongs to now).
+
+        Raises
+        ------
+        DvidInputError
+            A supervoxel is not part of ``body`` (nothing is sent), or no groups.
+        """
+        from ._frames import pandas
+
+        pd = pandas("Labelmap.hierarchical_cleave()")
+        body = _label_id(body)
+        if hasattr(groups, "index") and hasattr(groups, "to_numpy"):
+            svs = _label_list(np.asarray(groups.index.to_numpy()))
+            group_ids = [int(g) for g in groups.to_numpy().tolist()]
+        else:
+            items = dict(groups)
+            svs = _label_list(list(items))
+            group_ids = [int(items[k]) for k in items]
+        if not svs:
+            raise DvidInputError("hierarchical_cleave needs at least one supervoxel in a group")
+        if len(set(svs)) != len(svs):
+            raise DvidInputError("a supervoxel appears more than once in the groups")
+        mapped = self.mapping(svs)  # type: ignore[attr-defined]
+        strangers = [sv for sv, b in zip(svs, mapped.tolist()) if b != body]
+        if strangers:
+            raise DvidInputError(
+                f"supervoxels {strangers[:10]} are not part of body {body}; give only the body's own supervoxels"
+            )
+        members: dict[int, list[int]] = {}
+        for sv, g in zip(svs, group_ids):
+            members.setdefault(g, []).append(sv)
+        ordered = [members[g] for g in sorted(members)]
+        all_svs = set(self.supervoxels(body).tolist())  # type: ignore[attr-defined]
+        result: dict[int, int] = {}
+        if set(svs) != all_svs:
+            # Move every grouped supervoxel away first, so the rest (maybe big) is
+            # not dragged through every further cleave, and so every group gets a new id.
+            body = self.cleave(body, svs).cleaved_label
+        self._cleave_halves(body, ordered, result)
+        frame = pd.DataFrame(
+            {
+                "group": np.asarray(group_ids, dtype=np.int64),
+                "body": np.asarray([result[sv] for sv in svs], dtype=np.uint64),
+            },
+            index=pd.Index(np.asarray(svs, dtype=np.uint64), name="sv"),
+        )
+        return frame.sort_index()
+
+    def _cleave_halves(self, body: int, groups: list[list[int]], result: dict[int, int]) -> None:
+        """Split ``groups`` (all of ``body``) into two halves of about equal supervoxels; recurse."""
+        if len(groups) == 1:
+            result.update((sv, body) for sv in groups[0])
+            return
+        sizes = np.cumsum([len(g) for g in groups])
+        cut = int(np.argmin(np.abs(sizes[:-1] - sizes[-1] / 2))) + 1
+        first, rest = groups[:cut], groups[cut:]
+        moved = self.cleave(body, [sv for g in first for sv in g]).cleaved_label
+        self._cleave_halves(moved, first, result)
+        self._cleave_halves(body, rest, result)
+
+
+def _renumber_pairs(renumbering: Any) -> list[tuple[int, int]]:
+    if hasattr(renumbering, "index") and hasattr(renumbering, "to_numpy"):
+        olds = _label_list(np.asarray(renumbering.index.to_numpy()))
+        news = _label_list(np.asarray(renumbering.to_numpy()))
+    else:
+        items = dict(renumbering)
+        olds = _label_list(list(items))
+        news = _label_list([items[k] for k in items])
+    if len(set(olds)) != len(olds) or len(set(news)) != len(news):
+        raise DvidInputError("each old and each new body id may appear only once in a renumbering")
+    both = set(olds) & set(news)
+    if both:
+        raise DvidInputError(
+            f"ids {sorted(both)[:10]} are both renumbered and renumbering targets; renumber in two steps"
+        )
+    return list(zip(olds, news))
+
+
+def _check_groups(groups: list[list[int]]) -> None:
+    seen: set[int] = set()
+    for k, group in enumerate(groups):
+        if not group:
+            raise DvidInputError(f"group {k} is empty; every cleave moves at least one supervoxel")
+        if seen.intersection(group):
+            raise DvidInputError(f"group {k} repeats supervoxels of an earlier group; groups must not overlap")
+        seen.update(group)
+
 
 def _region_runs(region: np.ndarray, offset: Sequence[int] | None) -> np.ndarray:
     arr = np.asarray(region)

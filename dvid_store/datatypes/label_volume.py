@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..errors import BadRequestError, DvidInputError
 from ..geometry import Box, as_box, as_zyx, xyz_string
+from ._label_progress import TextProgress
 from .volume import VolumeInstance
 
 if TYPE_CHECKING:
@@ -194,6 +196,82 @@ class _LabelVolume(_LabelOptions, VolumeInstance):
         if negative.any():
             out[negative] = self._labels_by_raw(pts[negative], scale, supervoxels)
         return out
+
+    def labels_at_points(
+        self,
+        points: Any,
+        *,
+        scale: int = 0,
+        supervoxels: bool = False,
+        batch_size: int = 10_000,
+        max_workers: int | None = None,
+        progress: bool = False,
+    ) -> Any:
+        """The labels at very many voxels: batches of :meth:`labels_at` sent in parallel.
+
+        Points are sorted by block before batching, so each request touches few
+        blocks; points with a negative coordinate take the same ``/raw`` route as
+        in :meth:`labels_at` (DVID v1.0.0 answers them wrongly through ``/labels``).
+
+        Parameters
+        ----------
+        points : pandas.DataFrame or (N, 3) array-like
+            A DataFrame with integer columns ``z``, ``y``, ``x`` (its index is kept),
+            or ``(z, y, x)`` rows; voxel coordinates at ``scale``, any sign.
+        batch_size : int
+            Points a request.
+        max_workers : int, optional
+            Requests at once (default :attr:`max_workers`).
+        progress : bool
+            Show a text progress bar on stderr.
+
+        Returns
+        -------
+        pandas.Series
+            uint64 labels named ``"label"``, indexed like ``points`` (its index for a
+            DataFrame, 0 … N-1 otherwise), in the order of ``points``.
+        """
+        from ._frames import pandas
+
+        pd = pandas("labels_at_points()")
+        if isinstance(points, pd.DataFrame):
+            missing = [c for c in "zyx" if c not in points.columns]
+            if missing:
+                raise DvidInputError(f"the points DataFrame needs columns z, y, x; missing {missing}")
+            index = points.index
+            pts = np.asarray(points[["z", "y", "x"]].to_numpy(), dtype=np.int64)
+        else:
+            pts = np.asarray(points, dtype=np.int64).reshape(-1, 3) if np.size(points) else np.zeros((0, 3), np.int64)
+            index = pd.RangeIndex(len(pts))
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise DvidInputError(f"points must be (N, 3) rows of (z, y, x), got shape {pts.shape}")
+        if int(batch_size) < 1:
+            raise DvidInputError(f"batch_size must be at least 1, got {batch_size}")
+        self._check_label_options(scale, supervoxels)
+        out = np.zeros(len(pts), dtype=np.uint64)
+        blocks = pts // np.asarray(self.block_shape, dtype=np.int64)
+        order = np.lexsort((pts[:, 2], pts[:, 1], pts[:, 0], blocks[:, 2], blocks[:, 1], blocks[:, 0]))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        bar = TextProgress(len(pts), "points", enabled=progress)
+
+        def fetch(rows: np.ndarray) -> None:
+            out[rows] = self.labels_at(pts[rows], scale=scale, supervoxels=supervoxels)
+            bar.update(len(rows))
+
+        default_workers: int = getattr(self, "max_workers", 4)
+        workers = min(len(batches), int(max_workers) if max_workers else default_workers)
+        try:
+            if workers > 1:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dvid-points") as pool:
+                    for _ in pool.map(fetch, batches):
+                        pass
+            else:
+                for rows in batches:
+                    fetch(rows)
+        finally:
+            if progress:
+                bar.close()
+        return pd.Series(out, index=index, name="label", dtype=np.uint64)
 
     def _labels_by_raw(self, pts: np.ndarray, scale: int, supervoxels: bool) -> np.ndarray:
         """Labels at points read through ``/raw``: per block, the box spanning its points."""

@@ -167,6 +167,34 @@ class Labelmap(_LabelMutations, _LabelIndex, _LabelVolume):
             write_part=lambda part, data: self._post_blocks(part, data, params),
         )
 
+    # ----------------------------------------------------------------- tags
+    def tags(self) -> dict[str, str]:
+        """The instance's tags (``GET /tags``): DVID's free-form ``{name: value}`` strings."""
+        answer = self.transport.get_json(self.path("tags")) or {}
+        tags = answer.get("Tags") or {}  # DVID wraps them: {"Tags": {...} or null}
+        return {str(k): str(v) for k, v in tags.items()}
+
+    def set_tags(self, tags: Mapping[str, str], *, replace: bool = False) -> None:
+        """Add tags to the instance, or with ``replace=True`` make them its only tags (``POST /tags``).
+
+        ``set_tags({}, replace=True)`` removes every tag. Tags are not versioned:
+        they belong to the instance, so a change made on an open child node also
+        shows on its committed ancestors (DVID refuses it on a committed node).
+
+        Raises
+        ------
+        DvidInputError
+            A tag name or value is not a string. Nothing is sent.
+        LockedNodeError
+            The node is committed (DVID refuses tags there too). Nothing is sent.
+        """
+        if any(not isinstance(k, str) or not isinstance(v, str) for k, v in dict(tags).items()):
+            raise DvidInputError(f"tags are str names with str values, got {dict(tags)!r}")
+        self.require_writable("setting tags")
+        params = {"replace": "true"} if replace else {}
+        self.transport.request("POST", self.path("tags"), params=params, json=dict(tags), idempotent=True)
+        self.refresh()
+
     def _post_blocks(self, part: Box, data: np.ndarray, params: Mapping[str, Any]) -> None:
         """``POST /blocks`` of the aligned ``part``: one record per block, DVID's gzipped label codec."""
         from ..codecs.labelblock import encode_gzipped_label_block
