@@ -324,13 +324,13 @@ class Tarsupervoxels(Instance):
             raise MalformedAnswerError("GET", url, 200, f"the tar of body {body} does not read: {exc}") from None
         reported_missing = []
         for name, content in members:
-            sv, _, member_ext = name.partition(".")
-            if not _DIGITS.fullmatch(sv) or member_ext not in (ext, "missing"):
+            stem, _, member_ext = name.partition(".")
+            if not _DIGITS.fullmatch(stem) or member_ext not in (ext, "missing"):
                 raise MalformedAnswerError("GET", url, 200, f"the tar holds {name!r}, not a <supervoxel>.{ext} file")
             if member_ext == ext:
-                out[int(sv)] = content
+                out[int(stem)] = content
             else:
-                reported_missing.append(int(sv))
+                reported_missing.append(int(stem))
         if reported_missing:
             # DVID's tar marks empty files "missing" too; /exists tells them apart.
             for sv, present in zip(reported_missing, self.exists(reported_missing)):
