@@ -17,7 +17,6 @@ DVID v1.0.0 behaviours worked around here (checked against the server):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -190,7 +189,7 @@ class _LabelVolume(_LabelOptions, VolumeInstance):
         negative = (pts < 0).any(axis=1) if self._negative_points_need_raw else np.zeros(len(pts), bool)
         batch = ~negative
         if batch.any():
-            body = json.dumps(pts[batch][:, ::-1].tolist()).encode()
+            body = _points_json(pts[batch])
             answer = self.transport.request_json("GET", self.path("labels"), params=params, data=body)
             out[batch] = np.asarray(answer, dtype=np.uint64)
         if negative.any():
@@ -249,8 +248,7 @@ class _LabelVolume(_LabelOptions, VolumeInstance):
             raise DvidInputError(f"batch_size must be at least 1, got {batch_size}")
         self._check_label_options(scale, supervoxels)
         out = np.zeros(len(pts), dtype=np.uint64)
-        blocks = pts // np.asarray(self.block_shape, dtype=np.int64)
-        order = np.lexsort((pts[:, 2], pts[:, 1], pts[:, 0], blocks[:, 2], blocks[:, 1], blocks[:, 0]))
+        order = _block_order(pts, self.block_shape)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         bar = TextProgress(len(pts), "points", enabled=progress)
 
@@ -356,6 +354,26 @@ class _LabelVolume(_LabelOptions, VolumeInstance):
 
 
 # ---------------------------------------------------------------------- helpers
+def _points_json(pts: np.ndarray) -> bytes:
+    """``(z, y, x)`` rows as DVID's JSON ``[[x,y,z],...]`` (formatted directly: quicker than json.dumps)."""
+    flat = np.asarray(pts, dtype=np.int64)[:, ::-1].ravel().tolist()
+    triples = zip(flat[0::3], flat[1::3], flat[2::3])
+    return ("[" + ",".join(f"[{x},{y},{z}]" for x, y, z in triples) + "]").encode()
+
+
+def _block_order(pts: np.ndarray, block_shape: Sequence[int]) -> np.ndarray:
+    """Order of ``pts`` that groups them by block (one integer key sorted: cheap for 10^6 points)."""
+    if len(pts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    blocks = pts // np.asarray(block_shape, dtype=np.int64)
+    blocks -= blocks.min(axis=0)
+    extent = blocks.max(axis=0) + 1
+    if float(np.prod(extent.astype(np.float64))) >= 2**62:
+        return np.lexsort((blocks[:, 2], blocks[:, 1], blocks[:, 0]))
+    key = (blocks[:, 0] * extent[1] + blocks[:, 1]) * extent[2] + blocks[:, 2]
+    return np.argsort(key, kind="stable")
+
+
 def _label_id(label: Any) -> int:
     if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
         raise DvidInputError(f"a label is an integer from 1 to 2**64-1, got {label!r}")
