@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dvid_store import DvidInputError, LockedNodeError
+from dvid_store import DvidClient, DvidInputError, LockedNodeError
 from dvid_store.datatypes._label_progress import TextProgress
 from dvid_store.datatypes._label_proto import (
     LabelIndex,
@@ -178,6 +178,20 @@ def test_list_labels_pages(seg6) -> None:
 
     seg.merge(1, [6])  # the merged body's index goes away
     np.testing.assert_array_equal(seg.list_labels(), everything[:-1])
+
+
+def test_cut_label_lists_and_mappings_are_asked_again(seg6, dvid_fault_proxy) -> None:
+    """A stream cut inside a record (a clean chunked end: only the content shows it) is sent again."""
+    seg, _ = seg6
+    seg.merge(1, [2, 3])
+    far = Labelmap(DvidClient(dvid_fault_proxy.address).node(seg.node.uuid), "seg")
+    rules = [
+        dvid_fault_proxy.inject("cut_chunked_clean", match="/listlabels", at=13),
+        dvid_fault_proxy.inject("cut_chunked_clean", match="/mappings", at=9),
+    ]
+    np.testing.assert_array_equal(far.list_labels(), [1, 4, 5, 6])
+    assert far.mappings().to_dict() == {2: 1, 3: 1}
+    assert [r.applied for r in rules] == [1, 1]
 
 
 # ------------------------------------------------------------------ mappings

@@ -1,9 +1,33 @@
-"""labelmap's label index: sizes, bounding boxes, supervoxels and bodies, label ids.
+"""labelmap's label index and mapping: sizes, bounding boxes, supervoxels and bodies, label ids,
+the label indices themselves, label lists, whole mappings and supervoxel splits.
 
-DVID keeps, per label, the blocks holding it and its voxel count in each; these
-calls read that index instead of the voxels. labelmap ``POST /raw`` indexes labels
-*after* it answers: sizes, sparse volumes, merges etc. see the new voxels a moment
-later (:meth:`~_LabelIndex.wait_for_sizes` waits for a known state).
+DVID keeps, per body, the blocks holding it and each supervoxel's voxel count in
+each; these calls read that index instead of the voxels. labelmap ``POST /raw``
+indexes labels *after* it answers: sizes, sparse volumes, merges etc. see the new
+voxels a moment later (:meth:`~_LabelIndex.wait_for_sizes` waits for a known state).
+
+* ``GET/POST /index``, ``GET/POST /indices``: :meth:`~_LabelIndex.label_index`,
+  :meth:`~_LabelIndex.label_indices`, :meth:`~_LabelIndex.write_label_index`,
+  :meth:`~_LabelIndex.write_label_indices`, :meth:`~_LabelIndex.delete_label_indices`,
+  decoded into :class:`~dvid_store.datatypes._label_proto.LabelIndex` by hand;
+* ``GET /listlabels``: :meth:`~_LabelIndex.list_labels`, :meth:`~_LabelIndex.iter_labels`,
+  :meth:`~_LabelIndex.list_label_sizes`;
+* ``GET/POST /mappings``: :meth:`~_LabelIndex.mappings`, :meth:`~_LabelIndex.post_mappings`,
+  :meth:`~_LabelIndex.copy_mappings`;
+* ``GET /supervoxel-splits``: :meth:`~_LabelIndex.supervoxel_splits`,
+  :meth:`~_LabelIndex.supervoxel_split_graph`, :meth:`~_LabelIndex.supervoxel_fragments`.
+
+Binary answers (``/listlabels``, ``/mappings``, ``/index``, ``/indices``) are parsed
+inside the request attempt: a stream cut inside a record is asked again. A
+``/listlabels`` page cut exactly on a record boundary with a clean end cannot be
+told from the last page; DVID gives no count to check it against.
+
+DVID v1.0.0 behaviours (checked against the server): ``GET /mappings`` lists only
+supervoxels that do not map to themselves, retired ids (split, cleaved) mapping to
+0; ``POST /mappings`` changes the mapping only, not the label indices;
+``GET /indices`` answers a label without an index with an empty index naming it;
+``/listlabels`` lists the labels that have an index (bodies, not merged-away
+supervoxels).
 """
 
 from __future__ import annotations
@@ -11,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 
@@ -29,6 +53,8 @@ from ._label_proto import (
 )
 from .label_volume import _label_id, _label_list, _max_label
 from .sparse_volumes import _SparseVolumes
+
+T = TypeVar("T")
 
 #: Labels DVID v1.0.0 answers at most per ``GET /indices``.
 _INDICES_PER_REQUEST = 50_000
@@ -265,10 +291,8 @@ class _LabelIndex(_SparseVolumes):
         params: dict[str, Any] = {}
         if mutid is not None:
             params["mutid"] = int(mutid)
-        response = self.transport.request("GET", self.path("index", str(label)), params=params, allow_status=(404,))
-        if response.status_code == 404:
-            return None
-        return _decoded_index(response.content, label, self.path("index", str(label)))
+        path = self.path("index", str(label))
+        return _checked_get(self, path, lambda body: _decoded_index(body, label, path), params=params, missing=True)
 
     def label_indices(self, labels: Iterable[int]) -> list[LabelIndex | None]:
         """The label indices of many bodies (``GET /indices``, 50 000 labels a request).
@@ -282,15 +306,19 @@ class _LabelIndex(_SparseVolumes):
         out: list[LabelIndex | None] = []
         for start in range(0, len(ids), _INDICES_PER_REQUEST):
             chunk = ids[start : start + _INDICES_PER_REQUEST]
-            response = self.transport.request("GET", self.path("indices"), data=json.dumps(chunk).encode())
-            try:
-                indices = decode_label_indices(response.content)
-            except DvidError as exc:
-                raise MalformedAnswerError("GET", self.path("indices"), 200, str(exc)) from None
-            if len(indices) != len(chunk):
-                raise MalformedAnswerError(
-                    "GET", self.path("indices"), 200, f"{len(indices)} label indices for {len(chunk)} labels"
-                )
+            path = self.path("indices")
+
+            def parse(body: bytes, n: int = len(chunk), path: str = path) -> list[LabelIndex]:
+                try:
+                    found = decode_label_indices(body)
+                except DvidError as exc:
+                    raise MalformedAnswerError("GET", path, 200, str(exc)) from None
+                if len(found) != n:
+                    raise MalformedAnswerError("GET", path, 200, f"{len(found)} label indices for {n} labels")
+                return found
+
+            indices = _checked_get(self, path, parse, data=json.dumps(chunk).encode())
+            assert indices is not None
             for label, index in zip(chunk, indices):
                 # DVID answers a label without an index with an empty message naming it
                 out.append(index if index.blocks else None)
@@ -412,12 +440,9 @@ class _LabelIndex(_SparseVolumes):
             params: dict[str, Any] = {"start": nxt, "number": ask}
             if sizes:
                 params["sizes"] = "true"
-            content = self.transport.request("GET", self.path("listlabels"), params=params).content
-            if len(content) % (8 * width):
-                raise MalformedAnswerError(
-                    "GET", self.path("listlabels"), 200, f"{len(content)} bytes, not whole {8 * width}-byte records"
-                )
-            page = np.frombuffer(content, dtype="<u8").astype(np.uint64).reshape(-1, width)
+            page = _checked_get(self, self.path("listlabels"), lambda body: _records(body, width, "listlabels"),
+                                params=params)
+            assert page is not None
             if len(page) and (page[:, 0] == 0).any():
                 # label 0 is never indexed: four zero words are DVID's mid-stream error marker
                 raise MalformedAnswerError(
@@ -448,12 +473,10 @@ class _LabelIndex(_SparseVolumes):
             named ``"sv"``), sorted by supervoxel.
         """
         pd = pandas("Labelmap.mappings()")
-        content = self.transport.request("GET", self.path("mappings"), params={"format": "binary"}).content
-        if len(content) % 16:
-            raise MalformedAnswerError(
-                "GET", self.path("mappings"), 200, f"{len(content)} bytes, not whole 16-byte (sv, body) pairs"
-            )
-        pairs = np.frombuffer(content, dtype="<u8").astype(np.uint64).reshape(-1, 2)
+        pairs = _checked_get(
+            self, self.path("mappings"), lambda body: _records(body, 2, "mappings"), params={"format": "binary"}
+        )
+        assert pairs is not None
         pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
         return pd.Series(pairs[:, 1], index=pd.Index(pairs[:, 0], name="sv"), name="body", dtype=np.uint64)
 
@@ -628,9 +651,46 @@ class _LabelIndex(_SparseVolumes):
         return np.asarray(sorted(leaves), dtype=np.uint64)
 
 
+def _checked_get(
+    instance: Any,
+    path: str,
+    parse: Callable[[bytes], T],
+    *,
+    params: Mapping[str, Any] | None = None,
+    data: bytes | None = None,
+    missing: bool = False,
+) -> T | None:
+    """GET ``path`` and ``parse`` its body inside the attempt.
+
+    ``parse`` raises :class:`MalformedAnswerError` for a body that does not hold
+    whole records or messages (a cut stream): the transport then asks again, as for a
+    broken connection. With ``missing=True`` a 404 answers ``None``.
+    """
+
+    def consume(pieces: Iterator[bytes], head: Any) -> T | None:
+        body = b"".join(pieces)
+        if head.status_code == 404:
+            return None
+        return parse(body)
+
+    return cast(
+        "T | None",
+        instance.transport.stream(
+            "GET", path, consume, with_head=True, params=params, data=data, allow_status=(404,) if missing else (),
+        ),
+    )
+
+
 def _repo_mutation_id(instance: Any) -> int:
     info = instance.transport.get_json(f"/api/repo/{instance.node.uuid}/info")
     return int(info.get("MutationID") or 0)
+
+
+def _records(body: bytes, width: int, what: str) -> np.ndarray:
+    """A body of little-endian uint64 records of ``width`` words, as an ``(n, width)`` array."""
+    if len(body) % (8 * width):
+        raise MalformedAnswerError("GET", what, 200, f"{len(body)} bytes, not whole {8 * width}-byte records")
+    return np.frombuffer(body, dtype="<u8").astype(np.uint64).reshape(-1, width)
 
 
 def _decoded_index(content: bytes, label: int, path: str) -> LabelIndex:

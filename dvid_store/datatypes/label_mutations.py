@@ -1,6 +1,9 @@
-"""labelmap's edits: merge and cleave bodies, split bodies and supervoxels, the mutation log.
+"""labelmap's edits: merge, cleave (one, several, hierarchically), renumber, split bodies and
+supervoxels, the mutation log.
 
-DVID records each edit as a mutation with an id, which every call here returns.
+DVID records each edit as a mutation with an id, which the single edits return.
+DVID v1.0.0's ``POST /renumber`` works pair by pair and stops at the first pair it
+refuses, keeping the pairs before it.
 """
 
 from __future__ import annotations

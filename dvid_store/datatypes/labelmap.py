@@ -14,6 +14,9 @@ DVID v1.0.0 behaviours worked around here (checked against the server):
   ``/specificblocks``, where an absent block simply reads as 0.
 * ``POST /raw`` always rebuilds the lower scales; only block ingestion
   (``Labelmap.write(..., downres=False)``) leaves them alone.
+* ``GET /tags`` wraps the tags (``{"Tags": {...}}``, ``null`` when none); tags are
+  not versioned (a change on a child node shows on its committed parent), yet DVID
+  refuses ``POST /tags`` on a committed node.
 """
 
 from __future__ import annotations

@@ -19,10 +19,13 @@ This module gathers the public names; the code is split by concern:
 * :mod:`~dvid_store.datatypes.sparse_volumes` — sparse volumes of one label
   (``/sparsevol``, ``/sparsevol-coarse``);
 * :mod:`~dvid_store.datatypes.label_index` — labelmap's label index: sizes, bounding
-  boxes, supervoxels and bodies, label ids; :class:`SparsevolSize`,
-  :class:`IndexingTimeoutError`;
-* :mod:`~dvid_store.datatypes.label_mutations` — labelmap's edits: merge, cleave,
-  split; :class:`CleaveResult`, :class:`SplitResult`, :class:`SplitSupervoxelResult`;
+  boxes, supervoxels and bodies, label ids, label indices, label lists, whole
+  mappings, supervoxel splits; :class:`SparsevolSize`, :class:`IndexingTimeoutError`;
+* :mod:`~dvid_store.datatypes._label_proto` — :class:`LabelIndex` and DVID's
+  label-index and mapping protobuf messages, decoded without a protobuf library;
+* :mod:`~dvid_store.datatypes.label_mutations` — labelmap's edits: merge, cleave
+  (also several and hierarchical), renumber, split; :class:`CleaveResult`,
+  :class:`SplitResult`, :class:`SplitSupervoxelResult`;
 * :mod:`~dvid_store.datatypes.labelmap` — :class:`Labelmap` itself, with its block
   writes and single-block reads;
 * :mod:`~dvid_store.datatypes.legacy_labels` — :class:`Labelarray`,
@@ -58,6 +61,7 @@ DVID v1.0.0 behaviours these modules work around (checked against the server):
 
 from __future__ import annotations
 
+from ._label_proto import LabelIndex
 from .label_index import IndexingTimeoutError, SparsevolSize
 from .label_mutations import CleaveResult, SplitResult, SplitSupervoxelResult
 from .labelmap import Labelmap
@@ -66,6 +70,7 @@ from .legacy_labels import Labelarray, Labelblk, Labelvol
 __all__ = [
     "CleaveResult",
     "IndexingTimeoutError",
+    "LabelIndex",
     "Labelarray",
     "Labelblk",
     "Labelmap",
