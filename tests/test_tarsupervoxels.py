@@ -8,9 +8,10 @@ import tarfile
 import numpy as np
 import pytest
 
-from dvid_store import DvidInputError, LockedNodeError, Node, NotFoundError, UnknownInstanceError
+from dvid_store import DvidClient, DvidInputError, LockedNodeError, Node, NotFoundError, UnknownInstanceError
 from dvid_store.datatypes.labelmap import Labelmap
 from dvid_store.datatypes.tarsupervoxels import Tarsupervoxels
+from dvid_store.testing import DvidServer, FaultProxy
 
 
 def make_tar(members: dict[str, bytes]) -> bytes:
@@ -183,3 +184,18 @@ def test_files_are_shared_by_every_version(dvid_node: Node, seg: Labelmap, tsv: 
     child.labelmap("seg").merge(7, [9])
     assert child_tsv.files(7) == {7: b"root", 9: b"child"}
     assert tsv.files(7) == {7: b"root"}
+
+
+@pytest.mark.parametrize("fault", ["cut_chunked_clean", "cut_chunked_broken", "cut_close"])
+def test_a_cut_tar_is_read_again(
+    dvid_server: DvidServer, dvid_fault_proxy: FaultProxy, dvid_node: Node, seg: Labelmap, tsv: Tarsupervoxels,
+    fault: str,
+) -> None:
+    """DVID streams the tar with no length: a cut that still ends the HTTP body cleanly is caught by the tar's end."""
+    seg.merge(7, [9, 11])
+    files = {7: bytes(range(256)) * 30, 9: b"nine" * 500, 11: b"x"}
+    tsv.load(files)
+    far = DvidClient(dvid_fault_proxy.url, admin_token=dvid_server.admin_token).node(dvid_node.uuid)
+    rule = dvid_fault_proxy.inject(fault, match="/tarfile/7", at=0.5)
+    assert far.tarsupervoxels("seg_sv_meshes").files(7) == files
+    assert rule.applied == 1
