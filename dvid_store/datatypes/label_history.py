@@ -8,10 +8,12 @@ repo's version DAG (one ``/repo/info`` request) and read one log per version.
 
 | neuclease | dvid_store |
 | --- | --- |
-| ``fetch_mutations`` / ``fetch_labelmap_mutations`` (``dag_filter='leaf-and-parents'``) | :func:`mutation_log` |
+| ``fetch_mutations`` / ``fetch_labelmap_mutations`` (``dag_filter='leaf-and-parents'``) | ``mutation_log()`` |
 | the same with ``dag_filter='leaf-only'`` | ``mutation_log(seg, ancestors=False)`` |
-| ``compute_affected_bodies`` | :func:`affected_bodies` |
-| ``compute_merge_hierarchies`` + ``determine_owners`` / ``determine_merge_chains`` | :func:`merge_chains` |
+| ``compute_affected_bodies`` | ``affected_bodies()`` |
+| their ``userid=`` / ``action_filter=`` | ``mutation_log(seg, user=..., actions=...)`` |
+| ``compute_merge_hierarchies`` + ``determine_owners`` / ``determine_merge_chains`` | ``merge_chains()`` |
+| ``fetch_history`` (DVID's ``/history``) | not provided: v1.0.0 answers it with unusable JSON (below) |
 
 What the v1.0.0 server does (checked against it by the tests)
 --------------------------------------------------------------
@@ -139,27 +141,25 @@ def mutation_log(
     pandas.DataFrame
         A default RangeIndex and the columns
 
-        ========== ===================== ==============================================
-        column     dtype                 meaning
-        ========== ===================== ==============================================
-        uuid       str                   version the edit was made in
-        mutation_id uint64               DVID's mutation id (what the edit call returned)
-        action     str                   ``merge``, ``cleave``, ``split``,
-                                         ``split-supervoxel`` or ``renumber``
-        target     uint64                the body edited: merge target, cleaved or split
-                                         body, body of the split supervoxel, renumber's
-                                         new id
-        labels     object (tuple of int) the other bodies: merged into the target (sorted),
-                                         the new cleaved or split body, renumber's old id;
-                                         ``()`` for supervoxel splits
-        supervoxels object (tuple of int) cleaved supervoxels; for a supervoxel split the
-                                         split supervoxel, then its two new parts
-                                         (split, remain); else ``()``
-        user       str                   who made it (``""`` when DVID got no ``u=``)
-        app        str                   the app that made it (``""`` if none)
-        timestamp  datetime64[ns, UTC]   when DVID completed it (``NaT`` if unreadable)
-        record     object (dict)         DVID's JSON record as logged
-        ========== ===================== ==============================================
+        - ``uuid`` (str): the version the edit was made in.
+        - ``mutation_id`` (uint64): DVID's mutation id (what the edit call returned).
+        - ``action`` (str): ``merge``, ``cleave``, ``split``, ``split-supervoxel`` or
+          ``renumber``.
+        - ``target`` (uint64): the body edited: the merge target, the cleaved or
+          split body, the body of the split supervoxel, renumber's new id.
+        - ``labels`` (object, tuples of int): the other bodies: those merged into the
+          target (sorted), the new cleaved or split body, renumber's old id; ``()``
+          for supervoxel splits.
+        - ``supervoxels`` (object, tuples of int): the cleaved supervoxels; for a
+          supervoxel split the split supervoxel, then its new parts (split,
+          remain); else ``()``.
+        - ``user`` (str): who made it (``""`` when DVID got no ``u=``).
+        - ``app`` (str): the app that made it (``""`` if none).
+        - ``timestamp`` (datetime64[ns, UTC]): when DVID completed it (``NaT`` if
+          unreadable).
+        - ``record`` (object, dicts): DVID's JSON record as logged.
+
+        str columns are pandas' ``str`` dtype (``object`` before pandas 3).
 
     Raises
     ------

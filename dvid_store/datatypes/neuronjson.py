@@ -8,14 +8,14 @@ reads leave them out unless asked with ``show="user"``, ``"time"`` or ``"all"``.
 
 | neuclease | dvid_store (``ann = node.neuronjson(name)``) |
 | --- | --- |
-| ``fetch_key(..., as_json=True)`` on a neuronjson instance | :meth:`Neuronjson.get` |
-| ``fetch_keyvalues(..., as_json=True)`` | :meth:`Neuronjson.get_many` |
-| ``post_key(..., json=...)`` / ``post_keyvalues`` | :meth:`Neuronjson.put` / :meth:`Neuronjson.put_many` |
-| ``delete_key`` | :meth:`Neuronjson.delete` |
-| ``fetch_keys`` | :meth:`Neuronjson.keys` |
-| ``neuronjson.fetch_all`` (``format='json'`` / ``'pandas'``) | :meth:`Neuronjson.all` / :meth:`Neuronjson.to_frame` |
-| ``neuronjson.fetch_query`` | :meth:`Neuronjson.query` / :meth:`Neuronjson.query_frame` |
-| ``fetch_body_annotations`` | :meth:`Neuronjson.to_frame` (all) or :meth:`Neuronjson.get_many` (some bodies) |
+| ``fetch_key(..., as_json=True)`` on a neuronjson instance | ``ann.get()`` |
+| ``fetch_keyvalues(..., as_json=True)`` | ``ann.get_many()`` |
+| ``post_key(..., json=...)`` / ``post_keyvalues`` | ``ann.put()`` / ``ann.put_many()`` |
+| ``delete_key`` | ``ann.delete()`` |
+| ``fetch_keys`` | ``ann.keys()`` |
+| ``neuronjson.fetch_all`` (``format='json'`` / ``'pandas'``) | ``ann.all()`` / ``ann.to_frame()`` |
+| ``neuronjson.fetch_query`` | ``ann.query()`` / ``ann.query_frame()`` |
+| ``fetch_body_annotations`` | ``ann.to_frame()`` (all) or ``ann.get_many()`` (some bodies) |
 | ``post_statuses`` | ``ann.put_many({body: {"status": s} for body, s in statuses.items()})`` |
 | ``fetch_json_schema`` / ``post_json_schema`` | ``ann.schema()`` / ``ann.put_schema(schema)`` |
 | ``fetch_schema`` / ``fetch_schema_batch`` | ``ann.schema("schema")`` / ``ann.schema("schema_batch")`` |
