@@ -37,9 +37,10 @@ What the v1.0.0 server does (checked against it by the tests)
   :meth:`Neuronjson.put` always writes ``bodyid`` (and refuses a different one).
   A ``replace=True`` write then makes DVID add ``bodyid_user`` / ``bodyid_time``,
   which reads leave out.
-* Only the newest version of the ``master`` branch is served from memory. At other
-  versions ``/query`` ignores ``fields=``, ``/fields`` fails and ``/all`` and
-  ``/query`` come in key order as strings; the client selects fields, lists
+* Only the newest version of the ``master`` branch is served from memory; there
+  ``/all`` comes in no particular order. At other versions ``/query`` ignores
+  ``fields=``, ``/fields`` fails, and ``/all`` and ``/query`` come in the order of
+  the keys as strings (``"10"`` before ``"9"``). The client selects fields, lists
   fields and sorts by body itself, so reads answer the same at every version.
   With ``show`` and ``fields`` together DVID drops the ``_user`` / ``_time`` fields
   asked for; such reads select fields client-side.
@@ -270,8 +271,10 @@ class Neuronjson(Instance):
     def fields(self) -> list[str]:
         """Every field name in the annotations, sorted (``GET /fields``).
 
-        Includes the ``_user`` / ``_time`` fields. Versions that DVID does not keep
-        in memory cannot answer ``/fields``; there the annotations are read instead.
+        Includes the ``_user`` / ``_time`` fields. At the version DVID keeps in
+        memory the list is DVID's, which keeps every field written since the server
+        loaded the instance (also of annotations deleted or replaced since). Other
+        versions cannot answer ``/fields``; there the annotations are read instead.
         """
         try:
             answer = self.transport.get_json(self.path("fields"))
