@@ -125,6 +125,15 @@ def test_label_index_matches_the_voxels(seg6) -> None:
     assert merged.supervoxel_sizes() == {1: sizes[1], 2: sizes[2]}
     assert merged.last_mod_app == "pytest"
     assert merged.last_mod_time  # RFC 3339 text from the server
+    rebuilt = LabelIndex.from_frame(merged.to_frame(), 1, last_mutid=merged.last_mutid,
+                                    last_mod_time=merged.last_mod_time, last_mod_user=merged.last_mod_user,
+                                    last_mod_app=merged.last_mod_app)
+    assert rebuilt == merged
+    np.testing.assert_array_equal(seg.coarse_blocks_from_index(2, supervoxels=True), blocks_of(volume, 2))
+    np.testing.assert_array_equal(seg.coarse_blocks_from_index(2, supervoxels=True),
+                                  seg.sparsevol_coarse(2, supervoxels=True))
+    np.testing.assert_array_equal(seg.coarse_blocks_from_index(1), seg.sparsevol_coarse(1))
+    assert seg.coarse_blocks_from_index(2).shape == (0, 3)  # merged away: no body 2
 
 
 def test_label_indices_write_read_delete(seg6) -> None:
@@ -146,6 +155,10 @@ def test_label_indices_write_read_delete(seg6) -> None:
     seg.write_label_indices(again, batch_size=2)
     assert seg.label_indices([8000, 8001, 8002]) == again
     assert seg.max_label() >= 8002
+
+    other = Labelmap.create(seg.node, "other")
+    assert seg.copy_label_indices(other, [3, 99, 8002], batch_size=1) == 2
+    assert other.label_indices([3, 99, 8002]) == [seg.label_index(3), None, again[2]]
 
     seg.delete_label_indices([7000, 8001])
     assert seg.label_index(7000) is None
@@ -195,13 +208,18 @@ def test_cut_label_lists_and_mappings_are_asked_again(seg6, dvid_fault_proxy) ->
 
 
 # ------------------------------------------------------------------ mappings
-def test_mappings_follow_merges_and_copy_to_another_node(seg6, dvid_client) -> None:
+def test_mappings_follow_merges_and_copy_to_another_node(seg6, dvid_client, dvid_server) -> None:
     seg, volume = seg6
     empty = seg.mappings()
     assert len(empty) == 0 and empty.dtype == np.uint64 and empty.index.dtype == np.uint64
     seg.merge(1, [2, 3])
-    seg.merge(4, [5])
+    alice = Labelmap(dvid_server.client(user="alice").node(seg.node.uuid), "seg")
+    second = alice.merge(4, [5])
     mapping = seg.mappings()
+    assert [m["Action"] for m in seg.mutations()] == ["merge-complete", "merge-complete"]
+    # DVID v1.0.0 ignores userid=; the records are filtered client-side
+    assert [m["MutationID"] for m in seg.mutations(user="alice")] == [second]
+    assert seg.mutations(user="nobody") == []
     assert mapping.name == "body" and mapping.index.name == "sv"
     assert mapping.to_dict() == {2: 1, 3: 1, 5: 4}
 
@@ -363,6 +381,13 @@ def test_labels_at_points_batched_and_threaded(seg6) -> None:
     np.testing.assert_array_equal(bodies.to_numpy(), np.where(expected[:500] == 2, 1, expected[:500]))
     with pytest.raises(DvidInputError, match="z, y, x"):
         seg.labels_at_points(pd.DataFrame({"a": [1]}))
+
+
+def test_labels_at_points_progress(seg6, capsys) -> None:
+    seg, volume = seg6
+    got = seg.labels_at_points([[-64, 0, 0], [-1, 5, 5], [-30, 127, 127], [0, 0, 0]], batch_size=3, progress=True)
+    np.testing.assert_array_equal(got.to_numpy(), [volume[0, 0, 0], volume[63, 5, 5], volume[34, 127, 127], 0])
+    assert capsys.readouterr().err.rstrip().endswith("100% 4/4 points")
 
 
 # ------------------------------------------------------------------ tags

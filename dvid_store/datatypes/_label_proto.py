@@ -249,6 +249,32 @@ class LabelIndex:
         )
         return frame.sort_values(["bz", "by", "bx", "sv"], ignore_index=True)
 
+    @classmethod
+    def from_frame(
+        cls,
+        frame: Any,
+        label: int,
+        *,
+        last_mutid: int = 0,
+        last_mod_time: str = "",
+        last_mod_user: str = "",
+        last_mod_app: str = "",
+    ) -> LabelIndex:
+        """Build an index from a table like :meth:`to_frame`'s (columns ``bz``, ``by``, ``bx``, ``sv``, ``count``).
+
+        Rows of the same block and supervoxel add up.
+        """
+        missing = [c for c in ("bz", "by", "bx", "sv", "count") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"a label index table needs columns bz, by, bx, sv, count; missing {missing}")
+        index = cls(int(label), last_mutid=last_mutid, last_mod_time=last_mod_time,
+                    last_mod_user=last_mod_user, last_mod_app=last_mod_app)
+        columns = [frame[c].to_numpy().tolist() for c in ("bz", "by", "bx", "sv", "count")]
+        for bz, by, bx, sv, n in zip(*columns):
+            counts = index.blocks.setdefault((int(bz), int(by), int(bx)), {})
+            counts[int(sv)] = counts.get(int(sv), 0) + int(n)
+        return index
+
     def encode(self) -> bytes:
         """This index as DVID's ``LabelIndex`` protobuf message."""
         return encode_label_index(self)

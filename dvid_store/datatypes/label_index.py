@@ -328,6 +328,43 @@ class _LabelIndex(_SparseVolumes):
                     )
         return out
 
+    def coarse_blocks_from_index(self, label: int, *, supervoxels: bool = False) -> np.ndarray:
+        """Block coordinates holding a body or supervoxel, from the label index (``GET /index``).
+
+        The answer of :meth:`sparsevol_coarse`, computed here from the label index:
+        for a supervoxel, from its body's index (found with :meth:`mapping`).
+
+        Returns
+        -------
+        numpy.ndarray
+            int32 ``(N, 3)`` block coordinates ``(bz, by, bx)``, sorted; empty if absent.
+        """
+        label = _label_id(label)
+        body = int(self.mapping([label])[0]) if supervoxels else label
+        index = self.label_index(body) if body else None
+        if index is None:
+            return np.zeros((0, 3), dtype=np.int32)
+        return index.block_coords([label] if supervoxels else None)
+
+    def copy_label_indices(self, dest: Any, labels: Iterable[int], *, batch_size: int = 10_000) -> int:
+        """Copy the label indices of ``labels`` to another labelmap (``GET /indices`` → ``POST /indices``).
+
+        Labels without an index here are left alone there.
+
+        Returns
+        -------
+        int
+            Number of indices copied.
+        """
+        ids = _label_list(labels)
+        copied = 0
+        for start in range(0, len(ids), max(int(batch_size), 1)):
+            found = [i for i in self.label_indices(ids[start : start + batch_size]) if i is not None]
+            if found:
+                dest.write_label_indices(found, batch_size=batch_size)
+            copied += len(found)
+        return copied
+
     def write_label_index(self, index: LabelIndex) -> None:
         """Store a body's label index (``POST /index/<label>``); an index without blocks deletes it.
 

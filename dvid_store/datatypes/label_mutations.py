@@ -137,13 +137,24 @@ class _LabelMutations(Instance):
         answer = self.transport.request_json("POST", self.path("split", str(body)), data=payload)
         return SplitResult(int(answer["label"]), int(answer["MutationID"]))
 
-    def mutations(self) -> list[dict[str, Any]]:
+    def mutations(self, *, user: str | None = None) -> list[dict[str, Any]]:
         """The mutation log of this version (``GET /mutations``): merges, cleaves, splits…
 
         Each record is DVID's JSON object (``"Action"``, ``"MutationID"``, …).
         Needs a server with a ``[mutations] jsonstore``.
+
+        Parameters
+        ----------
+        user : str, optional
+            Only the mutations made by this user (the records' ``"User"``). DVID
+            v1.0.0 documents ``userid=`` but ignores it, so the records are
+            filtered here (the parameter is still sent, for servers that filter).
         """
-        return list(self.transport.get_json(self.path("mutations")) or [])
+        params = {"userid": user} if user is not None else None
+        records = list(self.transport.get_json(self.path("mutations"), params=params) or [])
+        if user is not None:
+            records = [r for r in records if r.get("User") == user]
+        return records
 
     def renumber(self, renumbering: Any) -> None:
         """Give bodies new ids (``POST /renumber``): body ``old`` becomes body ``new``.
