@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dvid_store import DvidClient, DvidInputError, LockedNodeError
+from dvid_store import BadRequestError, DvidClient, DvidInputError, LockedNodeError
 from dvid_store.datatypes._label_progress import TextProgress
 from dvid_store.datatypes._label_proto import (
     LabelIndex,
@@ -290,6 +290,12 @@ def test_renumber_bodies(seg6) -> None:
     np.testing.assert_array_equal(seg.read(box), expected)
     seg.renumber(pd.Series([6004], index=[4]))
     assert seg.body_size(6004) == sizes[4]
+    cleaved = seg.cleave(5001, [2]).cleaved_label
+    # DVID lists the new body ids of renumbers and cleaves as reserved ids mapping to 0
+    assert seg.mappings().to_dict() == {1: 5001, 2: cleaved, 3: 5003, 4: 6004, 5001: 0, 5003: 0, 6004: 0, cleaved: 0}
+    with pytest.raises(BadRequestError):
+        seg.renumber({6: 7006, 4: 7004})  # body 4 is gone: DVID stops there, after doing 6 → 7006
+    assert seg.body_size(7006) == sizes[6] and seg.body_size(7004) == 0
     with pytest.raises(DvidInputError, match="two steps"):
         seg.renumber({5: 6, 6: 7})
     with pytest.raises(DvidInputError, match="only once"):

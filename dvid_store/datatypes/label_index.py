@@ -499,9 +499,11 @@ class _LabelIndex(_SparseVolumes):
     def mappings(self) -> Any:
         """The whole supervoxel → body mapping of this version (``GET /mappings?format=binary``).
 
-        DVID lists only supervoxels that do not map to themselves (merged ones,
-        plus the ids retired by splits and cleaves, which map to 0); any other
-        supervoxel is its own body.
+        DVID lists only ids that do not map to themselves: merged supervoxels,
+        and, mapped to 0, ids that are no supervoxel (any more): supervoxels
+        retired by splits, and the new body ids made by cleaves and renumbering,
+        which DVID reserves. Any other supervoxel is its own body (so a body's own
+        id, when it is one of its supervoxels, is not listed).
 
         Returns
         -------
