@@ -363,7 +363,7 @@ def test_hierarchical_cleave(seg6, whole: bool) -> None:
 def test_labels_at_points_batched_and_threaded(seg6) -> None:
     seg, volume = seg6
     rng = np.random.default_rng(0)
-    n = 20_000
+    n = 100_000
     lo = np.asarray(OFFSET) - 16  # include never-written voxels around the data
     hi = np.asarray(OFFSET) + np.asarray(SHAPE) + 16
     pts = rng.integers(lo, hi, size=(n, 3))
@@ -374,7 +374,7 @@ def test_labels_at_points_batched_and_threaded(seg6) -> None:
     assert (pts[:, 0] < 0).mean() > 0.5  # most go through the negative-coordinate route
 
     frame = pd.DataFrame(pts, columns=["z", "y", "x"], index=pd.Index(np.arange(n)[::-1] * 3, name="point"))
-    got = seg.labels_at_points(frame, batch_size=1_500, max_workers=3)
+    got = seg.labels_at_points(frame, batch_size=7_500, max_workers=3)
     assert got.name == "label" and got.dtype == np.uint64
     assert got.index.equals(frame.index)
     np.testing.assert_array_equal(got.to_numpy(), expected)
