@@ -134,6 +134,13 @@ def test_label_index_matches_the_voxels(seg6) -> None:
                                   seg.sparsevol_coarse(2, supervoxels=True))
     np.testing.assert_array_equal(seg.coarse_blocks_from_index(1), seg.sparsevol_coarse(1))
     assert seg.coarse_blocks_from_index(2).shape == (0, 3)  # merged away: no body 2
+    by_body = seg.sizes_from_indices([1, 2, 3, 99])
+    assert by_body.index.name == "body" and by_body.name == "size" and by_body.dtype == np.uint64
+    assert by_body.to_dict() == {1: sizes[1] + sizes[2], 2: 0, 3: sizes[3], 99: 0}
+    by_sv = seg.sizes_from_indices([2, 1, 3, 99], supervoxels=True)
+    assert by_sv.index.name == "sv" and by_sv.index.tolist() == [2, 1, 3, 99]
+    assert by_sv.tolist() == [sizes[2], sizes[1], sizes[3], 0]
+    np.testing.assert_array_equal(by_sv.to_numpy(), seg.body_sizes([2, 1, 3, 99], supervoxels=True))
 
 
 def test_label_indices_write_read_delete(seg6) -> None:
