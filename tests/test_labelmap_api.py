@@ -149,6 +149,7 @@ def test_label_indices_write_read_delete(seg6) -> None:
     got = seg.label_indices([3, 99, 5])
     assert got[1] is None
     assert [i.label for i in got if i is not None] == [3, 5]
+    assert got == seg.label_indices([3, 99, 5], compressed=False) == [seg.label_index(3), None, seg.label_index(5)]
 
     copy = got[0]
     assert copy is not None
@@ -160,7 +161,7 @@ def test_label_indices_write_read_delete(seg6) -> None:
 
     again = [LabelIndex(8000 + k, dict(got[2].blocks), last_mutid=k) for k in range(3)]  # type: ignore[union-attr]
     seg.write_label_indices(again, batch_size=2)
-    assert seg.label_indices([8000, 8001, 8002]) == again
+    assert seg.label_indices([8000, 8001, 8002]) == again == seg.label_indices([8000, 8001, 8002], compressed=False)
     assert seg.max_label() >= 8002
 
     other = Labelmap.create(seg.node, "other")
@@ -200,7 +201,7 @@ def test_list_labels_pages(seg6) -> None:
     np.testing.assert_array_equal(seg.list_labels(), everything[:-1])
 
 
-def test_cut_label_lists_and_mappings_are_asked_again(seg6, dvid_fault_proxy) -> None:
+def test_cut_label_lists_mappings_and_indices_are_asked_again(seg6, dvid_fault_proxy) -> None:
     """A stream cut inside a record (a clean chunked end: only the content shows it) is sent again."""
     seg, _ = seg6
     seg.merge(1, [2, 3])
@@ -208,10 +209,13 @@ def test_cut_label_lists_and_mappings_are_asked_again(seg6, dvid_fault_proxy) ->
     rules = [
         dvid_fault_proxy.inject("cut_chunked_clean", match="/listlabels", at=13),
         dvid_fault_proxy.inject("cut_chunked_clean", match="/mappings", at=9),
+        dvid_fault_proxy.inject("cut_chunked_clean", match="/indices-compressed", at=0.6),
+        dvid_fault_proxy.inject("cut_length", match="/indices-compressed", at=16),
     ]
     np.testing.assert_array_equal(far.list_labels(), [1, 4, 5, 6])
     assert far.mappings().to_dict() == {2: 1, 3: 1}
-    assert [r.applied for r in rules] == [1, 1]
+    assert far.label_indices([4, 1]) == [seg.label_index(4), seg.label_index(1)]
+    assert [r.applied for r in rules] == [1, 1, 1, 1]
 
 
 # ------------------------------------------------------------------ mappings

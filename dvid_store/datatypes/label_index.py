@@ -33,10 +33,13 @@ supervoxels).
 from __future__ import annotations
 
 import json
+import struct
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar, cast
 
+import lz4.block
 import numpy as np
 
 from ..errors import DvidError, DvidInputError, MalformedAnswerError
@@ -294,8 +297,18 @@ class _LabelIndex(_SparseVolumes):
         path = self.path("index", str(label))
         return _checked_get(self, path, lambda body: _decoded_index(body, label, path), params=params, missing=True)
 
-    def label_indices(self, labels: Iterable[int]) -> list[LabelIndex | None]:
-        """The label indices of many bodies (``GET /indices``, 50 000 labels a request).
+    def label_indices(self, labels: Iterable[int], *, compressed: bool = True) -> list[LabelIndex | None]:
+        """The label indices of many bodies, 50 000 labels a request.
+
+        Parameters
+        ----------
+        labels : iterable of int
+            Body ids.
+        compressed : bool
+            ``True``: ``GET /indices-compressed``, DVID's stored (LZ4) indices sent
+            as they are, one framed record per label (DVID decodes nothing; a
+            missing or cut record is noticed). ``False``: ``GET /indices``, one
+            ``LabelIndices`` message re-encoded by DVID.
 
         Returns
         -------
@@ -304,28 +317,20 @@ class _LabelIndex(_SparseVolumes):
         """
         ids = _label_list(labels)
         out: list[LabelIndex | None] = []
+        endpoint = "indices-compressed" if compressed else "indices"
+        path = self.path(endpoint)
         for start in range(0, len(ids), _INDICES_PER_REQUEST):
             chunk = ids[start : start + _INDICES_PER_REQUEST]
-            path = self.path("indices")
-
-            def parse(body: bytes, n: int = len(chunk), path: str = path) -> list[LabelIndex]:
-                try:
-                    found = decode_label_indices(body)
-                except DvidError as exc:
-                    raise MalformedAnswerError("GET", path, 200, str(exc)) from None
-                if len(found) != n:
-                    raise MalformedAnswerError("GET", path, 200, f"{len(found)} label indices for {n} labels")
-                return found
+            if compressed:
+                def parse(body: bytes, chunk: list[int] = chunk) -> list[LabelIndex | None]:
+                    return _compressed_indices(body, chunk, path)
+            else:
+                def parse(body: bytes, chunk: list[int] = chunk) -> list[LabelIndex | None]:
+                    return _plain_indices(body, chunk, path)
 
             indices = _checked_get(self, path, parse, data=json.dumps(chunk).encode())
             assert indices is not None
-            for label, index in zip(chunk, indices):
-                # DVID answers a label without an index with an empty message naming it
-                out.append(index if index.blocks else None)
-                if index.blocks and index.label != label:
-                    raise MalformedAnswerError(
-                        "GET", self.path("indices"), 200, f"the index of label {index.label} in the place of {label}"
-                    )
+            out.extend(indices)
         return out
 
     def coarse_blocks_from_index(self, label: int, *, supervoxels: bool = False) -> np.ndarray:
@@ -758,6 +763,98 @@ def _checked_get(
 def _repo_mutation_id(instance: Any) -> int:
     info = instance.transport.get_json(f"/api/repo/{instance.node.uuid}/info")
     return int(info.get("MutationID") or 0)
+
+
+def _plain_indices(body: bytes, labels: list[int], path: str) -> list[LabelIndex | None]:
+    """A ``LabelIndices`` answer: one message per asked label, empty for labels without an index."""
+    try:
+        found = decode_label_indices(body)
+    except DvidError as exc:
+        raise MalformedAnswerError("GET", path, 200, str(exc)) from None
+    if len(found) != len(labels):
+        raise MalformedAnswerError("GET", path, 200, f"{len(found)} label indices for {len(labels)} labels")
+    out: list[LabelIndex | None] = []
+    for label, index in zip(labels, found):
+        if index.blocks and index.label not in (0, label):
+            raise MalformedAnswerError("GET", path, 200, f"the index of label {index.label} in the place of {label}")
+        if index.blocks:
+            index.label = label
+        out.append(index if index.blocks else None)
+    return out
+
+
+_RECORD_HEAD = struct.Struct("<QQ")  # stored size, label
+
+
+def _compressed_indices(body: bytes, labels: list[int], path: str) -> list[LabelIndex | None]:
+    """An ``/indices-compressed`` answer: per label ``u64 size, u64 label, size bytes`` of DVID's stored value."""
+    view = memoryview(body)
+    pos = 0
+    out: list[LabelIndex | None] = []
+    for label in labels:
+        if pos + 16 > len(view):
+            raise MalformedAnswerError("GET", path, 200, f"{len(out)} of {len(labels)} label index records")
+        size, got = _RECORD_HEAD.unpack_from(view, pos)
+        pos += 16
+        if size == 0 and got == 0:
+            raise MalformedAnswerError(
+                "GET", path, 200, "DVID signalled an error while streaming the label indices (see its log)"
+            )
+        if got != label:
+            raise MalformedAnswerError("GET", path, 200, f"the record of label {got} in the place of {label}")
+        if size == 0:
+            out.append(None)
+            continue
+        if pos + size > len(view):
+            raise MalformedAnswerError("GET", path, 200, f"the record of label {label} is cut")
+        index = _decoded_index(_unwrap_stored(view[pos : pos + size], path), label, path)
+        pos += size
+        out.append(index if index.blocks else None)
+    if pos != len(view):
+        raise MalformedAnswerError("GET", path, 200, f"{len(view) - pos} bytes after the last label index record")
+    return out
+
+
+def _unwrap_stored(value: memoryview, path: str) -> bytes:
+    """The payload of a value in DVID's storage envelope: format byte, optional CRC32, payload.
+
+    Format byte: bits 7-5 the compression (0 none, 4 LZ4 with a uint32 size prefix),
+    bits 4-3 the checksum (1: a CRC32 follows the format byte).
+    """
+    if not len(value):
+        raise MalformedAnswerError("GET", path, 200, "an empty stored label index")
+    fmt = value[0]
+    compression, checksum = fmt >> 5, (fmt >> 3) & 3
+    payload = value[1:]
+    if checksum == 1:
+        if len(payload) < 4:
+            raise MalformedAnswerError("GET", path, 200, "a stored label index shorter than its checksum")
+        crc = struct.unpack_from("<I", payload)[0]
+        payload = payload[4:]
+        if zlib.crc32(payload) != crc and zlib.crc32(bytes(payload)) != crc:
+            raise MalformedAnswerError("GET", path, 200, "a stored label index fails its CRC32 check")
+    elif checksum:
+        raise MalformedAnswerError("GET", path, 200, f"unknown checksum kind {checksum} in a stored label index")
+    if compression == 0:
+        return bytes(payload)
+    if compression != 4:
+        raise MalformedAnswerError(
+            "GET", path, 200,
+            f"a stored label index compressed with DVID's kind {compression} (only none and LZ4 are read); "
+            "use compressed=False",
+        )
+    if len(payload) < 4:
+        raise MalformedAnswerError("GET", path, 200, "an LZ4 label index shorter than its size prefix")
+    size = struct.unpack_from("<I", payload)[0]
+    if size == 0:  # DVID's legacy form: stored uncompressed after a zero size
+        return bytes(payload[4:])
+    try:
+        raw = lz4.block.decompress(payload[4:], uncompressed_size=size)
+    except lz4.block.LZ4BlockError as exc:
+        raise MalformedAnswerError("GET", path, 200, f"an undecodable LZ4 label index ({exc})") from None
+    if len(raw) != size:
+        raise MalformedAnswerError("GET", path, 200, "an LZ4 label index of the wrong size")
+    return bytes(raw)
 
 
 def _records(body: bytes, width: int, what: str) -> np.ndarray:
