@@ -6,7 +6,8 @@ each; these calls read that index instead of the voxels. labelmap ``POST /raw``
 indexes labels *after* it answers: sizes, sparse volumes, merges etc. see the new
 voxels a moment later (:meth:`~_LabelIndex.wait_for_sizes` waits for a known state).
 
-* ``GET/POST /index``, ``GET/POST /indices``: :meth:`~_LabelIndex.label_index`,
+* ``GET/POST /index``, ``GET/POST /indices``, ``GET /indices-compressed``:
+  :meth:`~_LabelIndex.label_index`,
   :meth:`~_LabelIndex.label_indices`, :meth:`~_LabelIndex.write_label_index`,
   :meth:`~_LabelIndex.write_label_indices`, :meth:`~_LabelIndex.delete_label_indices`,
   decoded into :class:`~dvid_store.datatypes._label_proto.LabelIndex` by hand;
@@ -17,7 +18,7 @@ voxels a moment later (:meth:`~_LabelIndex.wait_for_sizes` waits for a known sta
 * ``GET /supervoxel-splits``: :meth:`~_LabelIndex.supervoxel_splits`,
   :meth:`~_LabelIndex.supervoxel_split_graph`, :meth:`~_LabelIndex.supervoxel_fragments`.
 
-Binary answers (``/listlabels``, ``/mappings``, ``/index``, ``/indices``) are parsed
+Binary answers (``/listlabels``, ``/mappings``, ``/index``, ``/indices*``) are parsed
 inside the request attempt: a stream cut inside a record is asked again. A
 ``/listlabels`` page cut exactly on a record boundary with a clean end cannot be
 told from the last page; DVID gives no count to check it against.
