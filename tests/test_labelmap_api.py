@@ -100,6 +100,10 @@ def test_text_progress_draws_counts() -> None:
     bar.update(2)
     bar.close()
     assert out.getvalue().splitlines()[-1].endswith("50% 2/4 points")
+    out = io.StringIO()
+    unknown = TextProgress(None, "pairs", stream=out)
+    unknown.update(7)
+    assert out.getvalue().endswith("\r7 pairs")
 
 
 # ------------------------------------------------------------------ label indices
@@ -219,14 +223,15 @@ def test_cut_label_lists_mappings_and_indices_are_asked_again(seg6, dvid_fault_p
 
 
 # ------------------------------------------------------------------ mappings
-def test_mappings_follow_merges_and_copy_to_another_node(seg6, dvid_client, dvid_server) -> None:
+def test_mappings_follow_merges_and_copy_to_another_node(seg6, dvid_client, dvid_server, capsys) -> None:
     seg, volume = seg6
     empty = seg.mappings()
     assert len(empty) == 0 and empty.dtype == np.uint64 and empty.index.dtype == np.uint64
     seg.merge(1, [2, 3])
     alice = Labelmap(dvid_server.client(user="alice").node(seg.node.uuid), "seg")
     second = alice.merge(4, [5])
-    mapping = seg.mappings()
+    mapping = seg.mappings(progress=True)
+    assert capsys.readouterr().err.rstrip().endswith("3 mappings received")
     assert [m["Action"] for m in seg.mutations()] == ["merge-complete", "merge-complete"]
     # DVID v1.0.0 ignores userid=; the records are filtered client-side
     assert [m["MutationID"] for m in seg.mutations(user="alice")] == [second]

@@ -10,12 +10,12 @@ __all__ = ["TextProgress"]
 
 
 class TextProgress:
-    """``[#####.....] 50% 5000/10000 points`` on one line of ``stream``, redrawn as work is done.
+    """``[#####.....] 50% 5000/10000 points`` (or ``5000 points``) on one line of ``stream``, redrawn as work is done.
 
     Parameters
     ----------
-    total : int
-        Units of work in all.
+    total : int or None
+        Units of work in all; ``None`` when unknown (only the count is shown).
     what : str
         Name of the units, shown after the counts.
     enabled : bool
@@ -26,8 +26,8 @@ class TextProgress:
 
     width = 30
 
-    def __init__(self, total: int, what: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
-        self.total = max(int(total), 0)
+    def __init__(self, total: int | None, what: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.total = None if total is None else max(int(total), 0)
         self.what = what
         self.enabled = enabled
         self.done = 0
@@ -51,9 +51,13 @@ class TextProgress:
     def _draw(self) -> None:
         if not self.enabled:
             return
+        stream = self._stream or sys.stderr
+        if self.total is None:
+            stream.write(f"\r{self.done} {self.what}")
+            stream.flush()
+            return
         fraction = 1.0 if self.total == 0 else min(self.done / self.total, 1.0)
         filled = round(fraction * self.width)
         bar = "#" * filled + "." * (self.width - filled)
-        stream = self._stream or sys.stderr
         stream.write(f"\r[{bar}] {fraction:4.0%} {self.done}/{self.total} {self.what}")
         stream.flush()

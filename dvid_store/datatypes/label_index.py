@@ -537,7 +537,7 @@ class _LabelIndex(_SparseVolumes):
                 remaining -= len(page)
 
     # ----------------------------------------------------------- mappings
-    def mappings(self) -> Any:
+    def mappings(self, *, progress: bool = False) -> Any:
         """The whole supervoxel → body mapping of this version (``GET /mappings?format=binary``).
 
         DVID lists only ids that do not map to themselves: merged supervoxels,
@@ -551,12 +551,31 @@ class _LabelIndex(_SparseVolumes):
         pandas.Series
             uint64 body ids named ``"body"``, indexed by uint64 supervoxel ids (index
             named ``"sv"``), sorted by supervoxel.
+
+        Parameters
+        ----------
+        progress : bool
+            Show the pairs received so far on stderr (DVID does not say how many
+            will come).
         """
         pd = pandas("Labelmap.mappings()")
-        pairs = _checked_get(
-            self, self.path("mappings"), lambda body: _records(body, 2, "mappings"), params={"format": "binary"}
-        )
-        assert pairs is not None
+        path = self.path("mappings")
+
+        def consume(pieces: Iterator[bytes]) -> np.ndarray:
+            bar = TextProgress(None, "mappings received", enabled=progress)
+            parts: list[bytes] = []
+            received = 0
+            try:
+                for piece in pieces:
+                    parts.append(piece)
+                    received += len(piece)
+                    bar.update(received // 16 - bar.done)
+            finally:
+                if progress:
+                    bar.close()
+            return _records(b"".join(parts), 2, "mappings")
+
+        pairs = self.transport.stream("GET", path, consume, params={"format": "binary"})
         pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
         return pd.Series(pairs[:, 1], index=pd.Index(pairs[:, 0], name="sv"), name="body", dtype=np.uint64)
 
