@@ -20,20 +20,60 @@ What the v1.0.0 server really does (checked against it by the tests)
 * An empty box answers ``null``; returned here as ``[]``. Elements listed by label
   or tag carry ``"Rels"`` only with ``relationships=True``, and elements stored
   without ``"Prop"`` may come back with ``"Prop": null``.
+* ``GET /blocks/<size>/<offset>`` returns every element of every block the box
+  touches, keyed by block, without screening positions; the tiled readers ask for
+  block-aligned tiles and screen positions themselves.
+
+DataFrames (pandas, the optional ``dataframes`` extra)
+------------------------------------------------------
+:func:`elements_frame` and the ``frame_*`` methods give one row per element:
+
+=========  ==============  ==========================================================
+column     dtype           meaning
+=========  ==============  ==========================================================
+z, y, x    int32           position (DVID stores int32 coordinates)
+kind       category        one of :data:`KINDS` (all five are categories)
+tags       object          tuple of tag strings (empty tuple when none)
+<prop>     object          one column per ``"Prop"`` key, sorted by name: the string
+                           value, or ``None`` where the element lacks that key. A key
+                           named like a fixed column (``z``, ``kind``...) becomes
+                           ``prop_<key>``.
+body       uint64          only from :meth:`Annotations.frame_for_bodies`
+=========  ==============  ==========================================================
+
+Property values stay strings, as DVID stores them (convert with e.g.
+``df["conf"].astype(float)``). :func:`partners_frame` and the ``partners_*`` methods
+give one row per synaptic pair: ``pre_z, pre_y, pre_x, post_z, post_y, post_x``
+(int32), read from ``PreSynTo`` relationships (the element is the presynaptic end)
+and ``PostSynTo`` relationships (the element is the postsynaptic end), without
+duplicates, sorted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
 from ..errors import BadRequestError, DvidInputError, NotFoundError
-from ..geometry import as_box, as_zyx, box_shape, xyz_string
+from ..geometry import Box, aligned_box, as_box, as_zyx, box_shape, xyz_string
+from ._frames import pandas
+from ._label_progress import TextProgress
 from .base import Instance
 
-__all__ = ["KINDS", "RELATIONS", "Annotations", "element", "positions"]
+__all__ = [
+    "FRAME_COLUMNS",
+    "KINDS",
+    "PARTNER_COLUMNS",
+    "RELATIONS",
+    "Annotations",
+    "element",
+    "elements_frame",
+    "partners_frame",
+    "positions",
+]
 
 #: Element kinds DVID accepts.
 KINDS = ("PreSyn", "PostSyn", "Gap", "Note", "Unknown")
@@ -41,6 +81,17 @@ KINDS = ("PreSyn", "PostSyn", "Gap", "Note", "Unknown")
 RELATIONS = ("PreSynTo", "PostSynTo", "ConvergentTo", "GroupedWith", "UnknownRelationship")
 
 _INT32 = (-(2**31), 2**31 - 1)
+
+#: The fixed leading columns of an element DataFrame; property columns follow.
+FRAME_COLUMNS = ("z", "y", "x", "kind", "tags")
+#: The columns of a synaptic-partner DataFrame.
+PARTNER_COLUMNS = ("pre_z", "pre_y", "pre_x", "post_z", "post_y", "post_x")
+#: Default tile of the tiled readers, in blocks (z, y, x): long in x because DVID keys
+#: blocks in z, y, x order, so one tile row is one contiguous range on the server.
+DEFAULT_TILE_BLOCKS = (4, 4, 64)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def element(
@@ -87,6 +138,83 @@ def positions(elements: Iterable[Mapping[str, Any]]) -> np.ndarray:
     if not coords:
         return np.zeros((0, 3), dtype=np.int32)
     return np.asarray(coords, dtype=np.int32).reshape(-1, 3)[:, ::-1].copy()
+
+
+def elements_frame(elements: Iterable[Mapping[str, Any]]) -> Any:
+    """DVID elements as a DataFrame, one row per element, in the order given.
+
+    Parameters
+    ----------
+    elements : iterable of dict
+        Elements as DVID returns them (``"Pos"`` in x, y, z).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``z, y, x`` (int32), ``kind`` (category of :data:`KINDS`), ``tags``
+        (tuples of str), then one object column per property key, sorted (see the
+        module docstring for the naming rule).
+    """
+    pd = pandas("elements_frame()")
+    items = list(elements)
+    zyx = positions(items)
+    props: list[Mapping[str, Any]] = [e.get("Prop") or {} for e in items]
+    keys = sorted({k for p in props for k in p})
+    columns: dict[str, Any] = {
+        "z": zyx[:, 0],
+        "y": zyx[:, 1],
+        "x": zyx[:, 2],
+        "kind": pd.Categorical([e.get("Kind", "Unknown") for e in items], categories=list(KINDS)),
+        "tags": pd.Series(_object_column([tuple(e.get("Tags") or ()) for e in items]), dtype=object),
+    }
+    for key in keys:
+        name = key
+        while name in columns:
+            name = f"prop_{name}"
+        # dtype=object keeps None for missing values (pandas 3 would infer str and NaN).
+        columns[name] = pd.Series(_object_column([p.get(key) for p in props]), dtype=object)
+    return pd.DataFrame(columns)
+
+
+def partners_frame(elements: Iterable[Mapping[str, Any]]) -> Any:
+    """Synaptic pairs named by the relationships of ``elements``.
+
+    A ``PreSynTo`` relationship makes its element the presynaptic end and its
+    target the postsynaptic one; ``PostSynTo`` the other way round. Other
+    relationship types are ignored. A pair recorded on both of its elements is
+    listed once.
+
+    Parameters
+    ----------
+    elements : iterable of dict
+        Elements with their ``"Rels"`` (as from :meth:`Annotations.in_box`, or
+        ``for_label(..., relationships=True)``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``pre_z, pre_y, pre_x, post_z, post_y, post_x`` (int32), sorted by
+        the presynaptic then the postsynaptic position, index 0..n-1.
+    """
+    pd = pandas("partners_frame()")
+    rows: list[list[int]] = []
+    for e in elements:
+        x, y, z = e["Pos"]
+        for rel in e.get("Rels") or ():
+            tx, ty, tz = rel["To"]
+            if rel["Rel"] == "PreSynTo":
+                rows.append([z, y, x, tz, ty, tx])
+            elif rel["Rel"] == "PostSynTo":
+                rows.append([tz, ty, tx, z, y, x])
+    pairs = np.unique(np.asarray(rows, dtype=np.int32).reshape(-1, 6), axis=0)
+    return pd.DataFrame(pairs, columns=list(PARTNER_COLUMNS))
+
+
+def _object_column(values: list[Any]) -> np.ndarray:
+    # np.asarray would turn a list of equal-length tuples into a 2-D array.
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 class Annotations(Instance):
@@ -193,13 +321,19 @@ class Annotations(Instance):
         """
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 < int(label) < 2**64:
             raise DvidInputError(f"label must be an integer in 1..2**64-1 (0 is background), got {label!r}")
+        self._require_label_sync()
+        return self._label_elements(int(label), relationships)
+
+    def _require_label_sync(self) -> None:
         if not self.syncs:
             raise DvidInputError(
                 f"annotation instance {self.name!r} is not synced with label data, so DVID cannot list "
                 "elements by label; call .sync('<labelmap name>') before posting the elements"
             )
+
+    def _label_elements(self, label: int, relationships: bool = False) -> list[dict[str, Any]]:
         params = {"relationships": "true"} if relationships else None
-        return self.transport.get_json(self.path("label", str(int(label))), params=params) or []
+        return self.transport.get_json(self.path("label", str(label)), params=params) or []
 
     def with_tag(self, tag: str, *, relationships: bool = False) -> list[dict[str, Any]]:
         """Elements carrying ``tag``."""
@@ -218,6 +352,287 @@ class Annotations(Instance):
         """
         spec = roi if uuid is None else f"{roi},{uuid}"
         return self.transport.get_json(self.path("roi", spec)) or []
+
+    # ------------------------------------------------------------ DataFrames
+    @property
+    def block_shape(self) -> tuple[int, int, int]:
+        """The block size DVID files this instance's elements under, (z, y, x).
+
+        DVID takes it from the synced label instance, else uses 64³ (it shows it
+        nowhere in ``/info``). The tiled readers align their tiles to it; their
+        results do not depend on it being right, only their speed.
+        """
+        for name in self.syncs:
+            try:
+                size = self.node.typeinfo(name)["Extended"]["BlockSize"]
+            except (KeyError, TypeError):
+                continue
+            x, y, z = size
+            return int(z), int(y), int(x)
+        return (64, 64, 64)
+
+    def tiles(self, box: Sequence[Sequence[int]] | np.ndarray, tile_shape: Sequence[int] | None = None) -> list[Box]:
+        """The block-aligned tiles that the tiled readers fetch to cover ``box``.
+
+        Parameters
+        ----------
+        box : ((z0, y0, x0), (z1, y1, x1))
+            Half-open voxel box.
+        tile_shape : (z, y, x), optional
+            Tile size in voxels, rounded up to whole blocks; default
+            :data:`DEFAULT_TILE_BLOCKS` blocks.
+
+        Returns
+        -------
+        list of Box
+            Disjoint block-aligned boxes that together hold every block ``box``
+            touches, in z, y, x order.
+        """
+        block = self.block_shape
+        if tile_shape is None:
+            tile = tuple(n * b for n, b in zip(DEFAULT_TILE_BLOCKS, block))
+        else:
+            wanted = as_zyx(tile_shape, "tile_shape")
+            if min(wanted) < 1:
+                raise DvidInputError(f"tile_shape must be positive voxel counts (z, y, x), got {wanted}")
+            tile = tuple(-(-w // b) * b for w, b in zip(wanted, block))
+        start, stop = aligned_box(as_box(box), block)
+        edges = [range(a, c, t) for a, c, t in zip(start, stop, tile)]
+        return [
+            ((z, y, x), (min(z + tile[0], stop[0]), min(y + tile[1], stop[1]), min(x + tile[2], stop[2])))
+            for z in edges[0]
+            for y in edges[1]
+            for x in edges[2]
+        ]
+
+    def elements_in_box(
+        self,
+        box: Sequence[Sequence[int]] | np.ndarray,
+        *,
+        tile_shape: Sequence[int] | None = None,
+        workers: int = 4,
+        progress: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Elements inside a (possibly large) box, read tile by tile in parallel.
+
+        Like :meth:`in_box` (same elements, with relationships) but the box is cut
+        into block-aligned tiles (see :meth:`tiles`) fetched with ``GET /blocks`` on
+        a thread pool, so no single answer has to hold the whole box. Each block is
+        kept once, so no element appears twice; elements of edge blocks that lie
+        outside ``box`` are dropped.
+
+        Parameters
+        ----------
+        box : ((z0, y0, x0), (z1, y1, x1))
+            Half-open voxel box; need not be block-aligned.
+        tile_shape : (z, y, x), optional
+            Tile size in voxels (rounded up to whole blocks).
+        workers : int
+            Tiles fetched at once.
+        progress : bool
+            Show a text progress bar (tiles done) on stderr.
+
+        Returns
+        -------
+        list of dict
+            DVID elements sorted by z, y, x.
+        """
+        start, stop = as_box(box)
+        tiles = self.tiles((start, stop), tile_shape)
+
+        def fetch(tile: Box) -> dict[str, list[dict[str, Any]]]:
+            path = self.path("blocks", xyz_string(box_shape(tile)), xyz_string(tile[0]))
+            answer: dict[str, list[dict[str, Any]]] = self.transport.get_json(path) or {}
+            return answer
+
+        # Keyed by DVID's block: should its blocks not match the tiles, a block that
+        # two tiles touch comes back twice and is kept once.
+        by_block: dict[str, list[dict[str, Any]]] = {}
+        for part in _map_threaded(fetch, tiles, workers, "tiles", progress):
+            by_block.update(part)
+        found = [
+            e
+            for elements in by_block.values()
+            for e in (elements or ())
+            if all(a <= v < b for v, a, b in zip(e["Pos"][::-1], start, stop))
+        ]
+        found.sort(key=lambda e: (e["Pos"][2], e["Pos"][1], e["Pos"][0]))
+        return found
+
+    def frame_in_box(
+        self,
+        box: Sequence[Sequence[int]] | np.ndarray,
+        *,
+        tile_shape: Sequence[int] | None = None,
+        workers: int = 4,
+        progress: bool = False,
+    ) -> Any:
+        """Elements inside a box as a DataFrame (tiled and parallel, see :meth:`elements_in_box`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per element sorted by z, y, x; columns as in :func:`elements_frame`.
+        """
+        pandas("Annotations.frame_in_box()")
+        return elements_frame(
+            self.elements_in_box(box, tile_shape=tile_shape, workers=workers, progress=progress)
+        )
+
+    def partners_in_box(
+        self,
+        box: Sequence[Sequence[int]] | np.ndarray,
+        *,
+        tile_shape: Sequence[int] | None = None,
+        workers: int = 4,
+        progress: bool = False,
+    ) -> Any:
+        """Synaptic pairs with at least one end inside ``box`` (tiled and parallel).
+
+        A pair is found from the relationships of its elements inside the box, so a
+        pair whose only end inside the box does not record the relationship is
+        missed; DVID's synapse loaders record it on both ends.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``pre_z, pre_y, pre_x, post_z, post_y, post_x`` (int32); see
+            :func:`partners_frame`.
+        """
+        pandas("Annotations.partners_in_box()")
+        return partners_frame(
+            self.elements_in_box(box, tile_shape=tile_shape, workers=workers, progress=progress)
+        )
+
+    def frame_all(self) -> Any:
+        """Every element of the instance as a DataFrame (``GET /all-elements``), sorted by z, y, x."""
+        pandas("Annotations.frame_all()")
+        return _sorted(elements_frame(self.all()))
+
+    def frame_in_roi(self, roi: str, uuid: str | None = None) -> Any:
+        """Elements inside the ROI instance ``roi`` as a DataFrame (see :meth:`in_roi`), sorted by z, y, x."""
+        pandas("Annotations.frame_in_roi()")
+        return _sorted(elements_frame(self.in_roi(roi, uuid)))
+
+    def frame_for_body(self, body: int) -> Any:
+        """Elements on voxels of ``body`` as a DataFrame (see :meth:`for_label`), sorted by z, y, x."""
+        pandas("Annotations.frame_for_body()")
+        return _sorted(elements_frame(self.for_label(body)))
+
+    def frame_for_bodies(
+        self, bodies: Iterable[int], *, workers: int = 4, progress: bool = False
+    ) -> Any:
+        """Elements of many bodies in one DataFrame, with a ``body`` column (one request per body, in parallel).
+
+        Parameters
+        ----------
+        bodies : iterable of int
+            Body ids (labels of the synced label instance); duplicates are read once.
+        workers : int
+            Bodies fetched at once.
+        progress : bool
+            Show a text progress bar (bodies done) on stderr.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns as in :func:`elements_frame` plus ``body`` (uint64), sorted by
+            body, then z, y, x.
+
+        Raises
+        ------
+        DvidInputError
+            No sync to label data, or a body id that is not a positive integer.
+        """
+        pd = pandas("Annotations.frame_for_bodies()")
+        ids = self._body_ids(bodies)
+        self._require_label_sync()
+        lists = _map_threaded(self._label_elements, ids, workers, "bodies", progress)
+        frame = elements_frame([e for found in lists for e in found])
+        frame["body"] = np.repeat(np.asarray(ids, dtype=np.uint64), [len(found) for found in lists])
+        return pd.DataFrame(frame.sort_values(["body", "z", "y", "x"], kind="stable").reset_index(drop=True))
+
+    def partners_for_body(self, body: int) -> Any:
+        """Synaptic pairs with an end on ``body`` (``GET /label/<body>?relationships=true``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``pre_z, pre_y, pre_x, post_z, post_y, post_x`` (int32); see
+            :func:`partners_frame`.
+        """
+        pandas("Annotations.partners_for_body()")
+        return partners_frame(self.for_label(body, relationships=True))
+
+    def counts_for_bodies(
+        self, bodies: Iterable[int], *, workers: int = 4, progress: bool = False
+    ) -> Any:
+        """How many PreSyn and PostSyn elements lie on each body.
+
+        One ``GET /label/<body>`` per body, in parallel. For counts kept up to date
+        by the server, sync a ``labelsz`` instance to this one instead.
+
+        Parameters
+        ----------
+        bodies : iterable of int
+            Body ids; duplicates are counted once.
+        workers : int
+            Bodies fetched at once.
+        progress : bool
+            Show a text progress bar (bodies done) on stderr.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index ``body`` (uint64, in the order given), columns ``PreSyn`` and
+            ``PostSyn`` (int64); bodies without elements have zeros.
+        """
+        pd = pandas("Annotations.counts_for_bodies()")
+        ids = self._body_ids(bodies)
+        self._require_label_sync()
+        lists = _map_threaded(self._label_elements, ids, workers, "bodies", progress)
+        counts = {
+            kind: np.asarray([sum(e.get("Kind") == kind for e in found) for found in lists], dtype=np.int64)
+            for kind in ("PreSyn", "PostSyn")
+        }
+        return pd.DataFrame(counts, index=pd.Index(np.asarray(ids, dtype=np.uint64), name="body"))
+
+    def _body_ids(self, bodies: Iterable[int]) -> list[int]:
+        if isinstance(bodies, (int, np.integer)):
+            raise DvidInputError(f"bodies must be a list of body ids, got the single id {bodies!r}: pass [{bodies}]")
+        ids: list[int] = []
+        for body in bodies:
+            if isinstance(body, (bool, np.bool_)) or not isinstance(body, (int, np.integer)) or not 0 < body < 2**64:
+                raise DvidInputError(f"body ids must be integers in 1..2**64-1 (0 is background), got {body!r}")
+            ids.append(int(body))
+        return list(dict.fromkeys(ids))
+
+
+def _sorted(frame: Any) -> Any:
+    return frame.sort_values(["z", "y", "x"], kind="stable").reset_index(drop=True)
+
+
+def _map_threaded(
+    work: Callable[[_T], _R], items: Sequence[_T], workers: int, what: str, progress: bool
+) -> list[_R]:
+    """``[work(i) for i in items]`` on up to ``workers`` threads, in order; the first error is raised."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise DvidInputError(f"workers must be a positive integer, got {workers!r}")
+    bar = TextProgress(len(items), what, enabled=progress)
+
+    def one(item: _T) -> _R:
+        result = work(item)
+        bar.update(1)
+        return result
+
+    try:
+        if workers == 1 or len(items) <= 1:
+            return [one(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(int(workers), len(items)), thread_name_prefix="dvid-annot") as pool:
+            results: Iterator[_R] = pool.map(one, items)
+            return list(results)
+    finally:
+        bar.close()
 
 
 class _not_found_as_404:
