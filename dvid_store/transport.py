@@ -657,8 +657,10 @@ class _Checker:
             self.received += len(piece)
             yield piece
         # urllib3 checks declared lengths, but only of bodies that are not content-encoded.
+        # An answer to HEAD declares the length of the GET's body and has none.
         if (
-            length is not None
+            self.method != "HEAD"
+            and length is not None
             and length.isdigit()
             and "Content-Encoding" not in response.headers
             and self.received != int(length)

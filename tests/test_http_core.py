@@ -323,3 +323,14 @@ def test_redact_text_masks_every_secret_parameter() -> None:
     masked = redact_text(line)
     assert all(secret not in masked for secret in ("a1", "t2", "j3", "p4"))
     assert "u=ann" in masked and "app=x" in masked
+
+
+def test_head_answer_with_a_declared_length_is_complete(dvid_node: Node) -> None:
+    # Go answers HEAD with the Content-Length its GET body would have, and no body;
+    # that is a whole answer, not one cut short (it used to be retried, then refused).
+    transport = dvid_node.transport
+    answer = transport.request("HEAD", "/api/server/info")
+    assert answer.status_code == 200 and answer.content == b""
+    assert int(answer.headers["Content-Length"]) > 0
+    refused = transport.request("HEAD", dvid_node.path("no-such-instance", "info"), allow_status=(400,))
+    assert refused.status_code == 400 and refused.content == b""
