@@ -27,6 +27,7 @@ from dvid_store.datatypes._label_proto import (
     encode_mapping_ops,
 )
 from dvid_store.datatypes.labels import Labelmap
+from dvid_store.testing import DvidServer
 
 SHAPE = (64, 128, 128)
 OFFSET = (-64, 0, 0)  # one block layer below z = 0, so negative block keys are exercised
@@ -432,3 +433,27 @@ def test_instance_tags(dvid_node) -> None:
     assert seg.tags() == {}  # not versioned: the committed parent sees the child's change
     with pytest.raises(DvidInputError, match="str"):
         seg.set_tags({"n": 1})  # type: ignore[dict-item]
+
+
+# ------------------------------------------------------------------ index before a mutation
+def test_label_index_before_a_mutation(tmp_path) -> None:
+    """With a ``[mutcache]`` store DVID keeps each index as it was before every mutation."""
+    with DvidServer(extra_toml=f'[mutcache]\n  [mutcache.seg]\n  path = "{tmp_path}/mutcache"\n') as server:
+        node = server.client(app="pytest").create_repo("mutcache")
+        seg = Labelmap.create(node, "seg")
+        volume = cells()
+        seg.write(volume, OFFSET, downres=False)
+        sizes = sizes_of(volume)
+        before = seg.label_index(1)
+        mutation = seg.merge(1, [2])
+        after = seg.label_index(1)
+        assert after is not None and after.supervoxel_sizes() == {1: sizes[1], 2: sizes[2]}
+        assert seg.label_index(1, mutid=mutation) == before
+        assert seg.label_index(2, mutid=mutation) is not None
+        assert seg.label_index(3, mutid=mutation) is None  # untouched: nothing cached
+
+
+def test_label_index_before_a_mutation_needs_a_mutcache(seg6) -> None:
+    seg, _ = seg6
+    mutation = seg.merge(1, [2])
+    assert seg.label_index(1, mutid=mutation) is None

@@ -280,8 +280,10 @@ class _LabelIndex(_SparseVolumes):
         label : int
             Body id (an unmerged supervoxel is its own body).
         mutid : int, optional
-            The index as it was before mutation ``mutid`` completed (DVID keeps
-            these only for recent mutations; ``None`` if it has none).
+            The index as it was just before mutation ``mutid``. DVID keeps these
+            only when the server configures a mutation cache for the instance
+            (``[mutcache]`` in its TOML); otherwise, and for labels the mutation
+            did not touch, the answer is ``None``.
 
         Returns
         -------
