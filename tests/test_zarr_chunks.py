@@ -9,9 +9,10 @@ import zarr
 from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.registry import register_pipeline
 
-from dvid_store import Node, UnsupportedError
+from dvid_store import DvidClient, Node, UnsupportedError
 from dvid_store.blocks import BlockIO
 from dvid_store.create import create_array
+from dvid_store.testing import FaultProxy
 from dvid_store.zarr import DvidStore
 from dvid_store.zarr.metadata import default_chunk_blocks
 from dvid_store.zarr.store import _ServedChunks
@@ -60,6 +61,28 @@ def test_chunk_read_is_one_request(dvid_node: Node) -> None:
     before = transport.requests_sent
     np.testing.assert_array_equal(array[:], data)  # one chunk of 64 blocks
     assert transport.requests_sent - before == 1
+
+
+@pytest.mark.parametrize(("instance", "compression", "endpoint"), [
+    ("gray", None, "raw"),  # DVID assembles a whole uint8 chunk: the client only copies
+    ("gray", "stored", "specificblocks"),  # an encoding asked for is obeyed
+    ("labels", None, "specificblocks"),  # label blocks travel in DVID's compact encoding
+])
+def test_whole_chunk_reads_ask_for_the_cheaper_encoding(
+    dvid_node: Node, dvid_fault_proxy: FaultProxy, instance: str, compression: str | None, endpoint: str
+) -> None:
+    # chunks of 2.6 MB: each above half the bytes that small chunks share a request up to
+    data = _filled(dvid_node, "gray", (128, 128, 320), 4)
+    create_array(dvid_node, "labels", (128, 128, 320), "uint64", block_size=32)
+    BlockIO.open(dvid_node, "labels").write_box(data.astype(np.uint64) << 33, (0, 0, 0))
+    expected = data if instance == "gray" else data.astype(np.uint64) << 33
+    node = DvidClient(dvid_fault_proxy.url).node(dvid_node.uuid)
+    store = DvidStore(node, instance, scale=0, compression=compression, chunk_blocks=(4, 4, 5))
+    dvid_fault_proxy.clear(log=True)
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[:], expected)
+    reads = [r.path.split("?")[0].rsplit("/", 4) for r in dvid_fault_proxy.log if r.method == "GET"]
+    assert len(reads) == 2  # one request per chunk
+    assert {endpoint} == {parts[1] if endpoint == "raw" else parts[-1] for parts in reads}
 
 
 def test_partial_write_sends_only_the_blocks_it_changed(dvid_node: Node, written_blocks) -> None:
