@@ -10,11 +10,13 @@ from .client import DvidClient
 from .datatypes.annotations import Annotations
 from .datatypes.graph import LabelGraph
 from .datatypes.keyvalue import KeyValue
+from .datatypes.label_history import AffectedBodies, affected_bodies, ancestry, merge_chains, mutation_log
 from .datatypes.labels import (
     CleaveResult,
     IndexingTimeoutError,
     Labelarray,
     Labelblk,
+    LabelIndex,
     Labelmap,
     Labelvol,
     SparsevolSize,
@@ -22,6 +24,16 @@ from .datatypes.labels import (
     SplitSupervoxelResult,
 )
 from .datatypes.labelsz import Labelsz
+from .datatypes.meshes import (
+    decode_ngmesh,
+    encode_ngmesh,
+    frame_to_swc,
+    read_mesh,
+    read_skeleton,
+    swc_to_frame,
+    write_mesh,
+    write_skeleton,
+)
 from .datatypes.multichan16 import Multichan16
 from .datatypes.neuronjson import Neuronjson
 from .datatypes.roi import Roi, Substack
@@ -82,6 +94,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "RGBA8",
+    "AffectedBodies",
     "Annotations",
     "AuthError",
     "BadRequestError",
@@ -99,6 +112,7 @@ __all__ = [
     "IndexingTimeoutError",
     "KeyValue",
     "LabelGraph",
+    "LabelIndex",
     "Labelarray",
     "Labelblk",
     "Labelmap",
@@ -132,8 +146,20 @@ __all__ = [
     "VolumeInstance",
     "Voxels",
     "__version__",
+    "affected_bodies",
+    "ancestry",
     "create_array",
+    "decode_ngmesh",
+    "encode_ngmesh",
+    "frame_to_swc",
+    "merge_chains",
+    "mutation_log",
     "open_dask",
     "open_dataarray",
+    "read_mesh",
+    "read_skeleton",
+    "swc_to_frame",
     "to_dvid",
+    "write_mesh",
+    "write_skeleton",
 ]
