@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -15,6 +16,7 @@ from dvid_store.datatypes.annotations import (
     Annotations,
     element,
     elements_frame,
+    elements_from_frame,
     partners_frame,
 )
 from dvid_store.geometry import box_shape
@@ -230,3 +232,52 @@ def test_refusals(dvid_node: Node, synapses: Annotations) -> None:
         synapses.frame_in_box(((0, 0, 0), (8, 8, 8)), workers=0)
     with pytest.raises(DvidInputError, match="empty or inverted"):
         synapses.frame_in_box(((0, 0, 0), (0, 8, 8)))
+
+
+def normalized(elements) -> list:
+    return sorted(
+        (tuple(e["Pos"]), e["Kind"], tuple(e.get("Tags") or ()), sorted((e.get("Prop") or {}).items()),
+         sorted((r["Rel"], tuple(r["To"])) for r in e.get("Rels") or ()))
+        for e in elements
+    )
+
+
+def test_frames_post_back_unchanged(dvid_node: Node, synapses: Annotations) -> None:
+    elements, _ = synapse_set(seed=2)
+    elements.append(element((3, 4, 5), "Note", tags=["a", "b"], prop={"z": "clash", "text": "t"}))
+    synapses.post(elements)
+    box = ((-20, -20, -20), (60, 60, 60))
+    frame, partners = synapses.frame_in_box(box), synapses.partners_in_box(box)
+    copy = Annotations.create(dvid_node, "copy")
+    copy.post_frame(frame, partners)
+    assert normalized(copy.all()) == normalized(elements)
+    # without partners: the same elements, no relationships
+    bare = Annotations.create(dvid_node, "bare")
+    bare.post_frame(frame.assign(conf=frame["conf"].where(frame["kind"] == "PreSyn", None)))
+    got = {tuple(e["Pos"]): e for e in bare.all()}
+    assert len(got) == len(elements) and not any(e.get("Rels") for e in got.values())
+    some_psd = next(e for e in elements if e["Kind"] == "PostSyn")
+    assert (got[tuple(some_psd["Pos"])].get("Prop") or {}) == {}  # a missing value is no property
+
+
+def test_elements_from_frame_refusals() -> None:
+    points = pd.DataFrame({"z": [1, 1], "y": [2, 2], "x": [3, 3]})
+    with pytest.raises(DvidInputError, match="unique"):
+        elements_from_frame(points)
+    with pytest.raises(DvidInputError, match="missing"):
+        elements_from_frame(pd.DataFrame({"z": [1], "y": [2]}))
+    one = pd.DataFrame({"z": [1], "y": [2], "x": [3], "kind": ["PreSyn"]})
+    pairs = pd.DataFrame([[1, 2, 3, 7, 7, 7]], columns=list(PARTNER_COLUMNS))
+    with pytest.raises(DvidInputError, match=r"\(7, 7, 7\).*not a row"):
+        elements_from_frame(one, pairs)
+    with pytest.raises(DvidInputError, match="Kind 'Synapse'"):
+        elements_from_frame(one.assign(kind="Synapse"))
+    assert elements_from_frame(one.assign(tags="solo"))[0]["Tags"] == ["solo"]
+
+
+def test_without_pandas_the_error_names_the_call(monkeypatch: pytest.MonkeyPatch, synapses: Annotations) -> None:
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    sent = synapses.transport.requests_sent
+    with pytest.raises(ImportError, match=r"Annotations\.frame_in_box\(\).*dvid_store\[dataframes\]"):
+        synapses.frame_in_box(((0, 0, 0), (8, 8, 8)))
+    assert synapses.transport.requests_sent == sent  # refused before reading anything

@@ -42,11 +42,34 @@ body       uint64          only from :meth:`Annotations.frame_for_bodies`
 =========  ==============  ==========================================================
 
 Property values stay strings, as DVID stores them (convert with e.g.
-``df["conf"].astype(float)``). :func:`partners_frame` and the ``partners_*`` methods
+``df["conf"].astype(float)``); :func:`elements_from_frame` and
+:meth:`Annotations.post_frame` go the other way. :func:`partners_frame` and the ``partners_*`` methods
 give one row per synaptic pair: ``pre_z, pre_y, pre_x, post_z, post_y, post_x``
 (int32), read from ``PreSynTo`` relationships (the element is the presynaptic end)
 and ``PostSynTo`` relationships (the element is the postsynaptic end), without
 duplicates, sorted.
+
+neuclease equivalents (``neuclease.dvid.annotation``)
+-----------------------------------------------------
+======================================================  ===============================================
+neuclease                                               here (``ann = node.annotations(name)``)
+======================================================  ===============================================
+``fetch_elements(..., box, format='pandas')``           ``ann.frame_in_box(box)`` (``ann.in_box`` for JSON)
+``fetch_blocks``, ``fetch_synapses_in_batches``         ``ann.elements_in_box`` / ``frame_in_box`` /
+                                                        ``partners_in_box`` (tiled, threaded)
+``fetch_all_elements``                                  ``ann.all()``, ``ann.frame_all()``
+``fetch_label``, ``fetch_elements_for_bodies``          ``ann.for_label``, ``frame_for_body``,
+                                                        ``frame_for_bodies``
+``fetch_relcounts_for_label(s)``                        ``ann.counts_for_bodies`` (PreSyn, PostSyn)
+``fetch_roi``, ``fetch_tag``                            ``ann.in_roi`` / ``frame_in_roi``, ``ann.with_tag``
+``load_elements_as_dataframe``                          :func:`elements_frame`, :func:`partners_frame`
+``load_synapses_as_dataframes``                         :func:`elements_frame` + :func:`partners_frame`
+                                                        (positions instead of encoded point ids)
+``dataframe_to_elements``, ``compute_tbar_jsons`` /     :func:`elements_from_frame`, ``ann.post_frame``
+``compute_psd_jsons``
+``post_elements``, ``post_sync``, ``delete_element``,   ``ann.post``, ``ann.sync``, ``ann.delete``,
+``post_move``                                           ``ann.move``
+======================================================  ===============================================
 """
 
 from __future__ import annotations
@@ -71,6 +94,7 @@ __all__ = [
     "Annotations",
     "element",
     "elements_frame",
+    "elements_from_frame",
     "partners_frame",
     "positions",
 ]
@@ -210,6 +234,76 @@ def partners_frame(elements: Iterable[Mapping[str, Any]]) -> Any:
     return pd.DataFrame(pairs, columns=list(PARTNER_COLUMNS))
 
 
+def elements_from_frame(points: Any, partners: Any = None) -> list[dict[str, Any]]:
+    """DVID elements from a DataFrame shaped like :func:`elements_frame`'s, ready to post.
+
+    Parameters
+    ----------
+    points : pandas.DataFrame
+        Columns ``z``, ``y``, ``x`` (integers); optional ``kind`` (default
+        ``"Note"``) and ``tags`` (a tuple or list of strings, or a single
+        string); every other column is a property, written where the value is
+        not missing (``None``/NaN) and converted with ``str``, except
+        ``body``, which is never a property. A ``prop_<key>`` column is written
+        as ``<key>``.
+    partners : pandas.DataFrame, optional
+        Columns ``pre_z, pre_y, pre_x, post_z, post_y, post_x`` (see
+        :func:`partners_frame`): each pair adds ``PreSynTo`` to the element at its
+        presynaptic position and ``PostSynTo`` to the one at its postsynaptic
+        position. Both positions must be rows of ``points``.
+
+    Returns
+    -------
+    list of dict
+        One element per row, in row order (checked as :meth:`Annotations.post` does).
+
+    Raises
+    ------
+    DvidInputError
+        Missing z, y, x columns, duplicate positions, or a partner position that is
+        not a row of ``points``.
+    """
+    pd = pandas("elements_from_frame()")
+    missing = [c for c in ("z", "y", "x") if c not in points.columns]
+    if missing:
+        raise DvidInputError(f"the points DataFrame needs columns z, y, x; missing {missing}")
+    zyx = np.asarray(points[["z", "y", "x"]].to_numpy())
+    if zyx.dtype.kind not in "iu":
+        raise DvidInputError(f"columns z, y, x must hold integers, got {zyx.dtype}")
+    keys = [tuple(int(v) for v in row) for row in zyx.tolist()]
+    row_of = {key: i for i, key in enumerate(keys)}
+    if len(row_of) != len(keys):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise DvidInputError(f"positions must be unique (DVID keeps one element per voxel); repeated: {repeated}")
+    kinds = points["kind"].astype(object).tolist() if "kind" in points.columns else ["Note"] * len(keys)
+    tags = points["tags"].tolist() if "tags" in points.columns else [()] * len(keys)
+    prop_columns = [c for c in points.columns if c not in (*FRAME_COLUMNS, "body")]
+    props: list[dict[str, str]] = [{} for _ in keys]
+    for column in prop_columns:
+        name = str(column)[5:] if str(column).startswith("prop_") else str(column)
+        for i, value in enumerate(points[column].tolist()):
+            if value is not None and not (isinstance(value, float) and np.isnan(value)) and value is not pd.NA:
+                props[i][name] = str(value)
+    rels: list[list[tuple[str, Sequence[int]]]] = [[] for _ in keys]
+    if partners is not None:
+        absent = [c for c in PARTNER_COLUMNS if c not in partners.columns]
+        if absent:
+            raise DvidInputError(f"the partners DataFrame needs columns {', '.join(PARTNER_COLUMNS)}; missing {absent}")
+        for row in np.asarray(partners[list(PARTNER_COLUMNS)].to_numpy()).tolist():
+            pre, post = tuple(int(v) for v in row[:3]), tuple(int(v) for v in row[3:])
+            for end in (pre, post):
+                if end not in row_of:
+                    raise DvidInputError(f"partner position {end} (z, y, x) is not a row of the points DataFrame")
+            rels[row_of[pre]].append(("PreSynTo", post))
+            rels[row_of[post]].append(("PostSynTo", pre))
+    out = []
+    for i, key in enumerate(keys):
+        tag = tags[i]
+        tag_list = [tag] if isinstance(tag, str) else list(tag) if tag is not None else []
+        out.append(element(key, str(kinds[i]), tags=tag_list, prop=props[i], rels=rels[i]))
+    return out
+
+
 def _object_column(values: list[Any]) -> np.ndarray:
     # np.asarray would turn a list of equal-length tuples into a 2-D array.
     out = np.empty(len(values), dtype=object)
@@ -272,6 +366,14 @@ class Annotations(Instance):
             return
         self.require_writable("posting annotations")
         self.transport.request("POST", self.path("elements"), json=batch, idempotent=True)
+
+    def post_frame(self, points: Any, partners: Any = None) -> None:
+        """Add the elements of a DataFrame (and their synaptic relationships); see :func:`elements_from_frame`.
+
+        A frame read with a ``frame_*`` method posts back unchanged, its properties
+        included; pass the matching ``partners_*`` frame to keep the relationships.
+        """
+        self.post(elements_from_frame(points, partners))
 
     def delete(self, point: Sequence[int] | np.ndarray) -> None:
         """Delete the element at ``point`` (z, y, x), and references to it.
