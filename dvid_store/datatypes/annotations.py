@@ -28,48 +28,40 @@ DataFrames (pandas, the optional ``dataframes`` extra)
 ------------------------------------------------------
 :func:`elements_frame` and the ``frame_*`` methods give one row per element:
 
-=========  ==============  ==========================================================
-column     dtype           meaning
-=========  ==============  ==========================================================
-z, y, x    int32           position (DVID stores int32 coordinates)
-kind       category        one of :data:`KINDS` (all five are categories)
-tags       object          tuple of tag strings (empty tuple when none)
-<prop>     object          one column per ``"Prop"`` key, sorted by name: the string
-                           value, or ``None`` where the element lacks that key. A key
-                           named like a fixed column (``z``, ``kind``...) becomes
-                           ``prop_<key>``.
-body       uint64          only from :meth:`Annotations.frame_for_bodies`
-=========  ==============  ==========================================================
+| column | dtype | meaning |
+| --- | --- | --- |
+| ``z``, ``y``, ``x`` | int32 | position (DVID stores int32 coordinates) |
+| ``kind`` | category | one of :data:`KINDS` (all five are categories) |
+| ``tags`` | object | tuple of tag strings (empty tuple when none) |
+| one per ``"Prop"`` key | object | the value (a string), ``None`` where the element lacks the key (1) |
+| ``body`` | uint64 | only from :meth:`Annotations.frame_for_bodies` |
+
+(1) Sorted by key; a key named like a fixed column (``z``, ``kind``...) becomes
+``prop_<key>``.
 
 Property values stay strings, as DVID stores them (convert with e.g.
 ``df["conf"].astype(float)``); :func:`elements_from_frame` and
-:meth:`Annotations.post_frame` go the other way. :func:`partners_frame` and the ``partners_*`` methods
-give one row per synaptic pair: ``pre_z, pre_y, pre_x, post_z, post_y, post_x``
+:meth:`Annotations.post_frame` go the other way. :func:`partners_frame` and the
+``partners_*`` methods give one row per synaptic pair: ``pre_z, pre_y, pre_x, post_z, post_y, post_x``
 (int32), read from ``PreSynTo`` relationships (the element is the presynaptic end)
 and ``PostSynTo`` relationships (the element is the postsynaptic end), without
 duplicates, sorted.
 
 neuclease equivalents (``neuclease.dvid.annotation``)
 -----------------------------------------------------
-======================================================  ===============================================
-neuclease                                               here (``ann = node.annotations(name)``)
-======================================================  ===============================================
-``fetch_elements(..., box, format='pandas')``           ``ann.frame_in_box(box)`` (``ann.in_box`` for JSON)
-``fetch_blocks``, ``fetch_synapses_in_batches``         ``ann.elements_in_box`` / ``frame_in_box`` /
-                                                        ``partners_in_box`` (tiled, threaded)
-``fetch_all_elements``                                  ``ann.all()``, ``ann.frame_all()``
-``fetch_label``, ``fetch_elements_for_bodies``          ``ann.for_label``, ``frame_for_body``,
-                                                        ``frame_for_bodies``
-``fetch_relcounts_for_label(s)``                        ``ann.counts_for_bodies`` (PreSyn, PostSyn)
-``fetch_roi``, ``fetch_tag``                            ``ann.in_roi`` / ``frame_in_roi``, ``ann.with_tag``
-``load_elements_as_dataframe``                          :func:`elements_frame`, :func:`partners_frame`
-``load_synapses_as_dataframes``                         :func:`elements_frame` + :func:`partners_frame`
-                                                        (positions instead of encoded point ids)
-``dataframe_to_elements``, ``compute_tbar_jsons`` /     :func:`elements_from_frame`, ``ann.post_frame``
-``compute_psd_jsons``
-``post_elements``, ``post_sync``, ``delete_element``,   ``ann.post``, ``ann.sync``, ``ann.delete``,
-``post_move``                                           ``ann.move``
-======================================================  ===============================================
+| neuclease | here (``ann = node.annotations(name)``) |
+| --- | --- |
+| ``fetch_elements(..., box, format='pandas')`` | ``ann.frame_in_box(box)`` (``ann.in_box`` for JSON) |
+| ``fetch_blocks``, ``fetch_synapses_in_batches`` | ``ann.elements_in_box``, ``frame_in_box``, ``partners_in_box`` |
+| ``fetch_all_elements`` | ``ann.all()``, ``ann.frame_all()`` |
+| ``fetch_label``, ``fetch_elements_for_bodies`` | ``ann.for_label``, ``frame_for_body``, ``frame_for_bodies`` |
+| ``fetch_relcounts_for_label(s)`` | ``ann.counts_for_bodies`` (PreSyn and PostSyn counts) |
+| ``fetch_roi``, ``fetch_tag`` | ``ann.in_roi`` / ``frame_in_roi``, ``ann.with_tag`` |
+| ``load_elements_as_dataframe`` | :func:`elements_frame`, :func:`partners_frame` |
+| ``load_synapses_as_dataframes`` | :func:`elements_frame` + :func:`partners_frame` (positions, not point ids) |
+| ``dataframe_to_elements``, ``compute_tbar_jsons`` | :func:`elements_from_frame`, ``ann.post_frame`` |
+| ``post_elements``, ``post_sync`` | ``ann.post``, ``ann.sync`` |
+| ``delete_element``, ``post_move`` | ``ann.delete``, ``ann.move`` |
 """
 
 from __future__ import annotations
