@@ -1,5 +1,6 @@
 """The DVID fixtures come from dvid_store's own pytest plugin (entry point ``pytest11``); the rest are here."""
 
+import numpy as np
 import pytest
 
 from dvid_store.blocks import BlockIO
@@ -9,13 +10,20 @@ pytest_plugins = ["pytester"]
 
 @pytest.fixture
 def written_blocks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """Every block coordinate that BlockIO.write sends to DVID during the test."""
+    """Every block coordinate that BlockIO.write or BlockIO.write_box sends to DVID during the test."""
     sent: list[tuple[int, int, int]] = []
-    write = BlockIO.write
+    write, write_box = BlockIO.write, BlockIO.write_box
 
     def recording(self: BlockIO, blocks, *args, **kwargs):
         sent.extend(tuple(int(v) for v in c) for c in dict(blocks))
         return write(self, blocks, *args, **kwargs)
 
+    def recording_box(self: BlockIO, data, start, *args, **kwargs):
+        first = [s // b for s, b in zip(start, self.block_shape)]
+        count = [n // b for n, b in zip(np.shape(data)[:3], self.block_shape)]
+        sent.extend(tuple(f + i for f, i in zip(first, offset)) for offset in np.ndindex(*count))
+        return write_box(self, data, start, *args, **kwargs)
+
     monkeypatch.setattr(BlockIO, "write", recording)
+    monkeypatch.setattr(BlockIO, "write_box", recording_box)
     return sent

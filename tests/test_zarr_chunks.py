@@ -85,6 +85,18 @@ def test_whole_chunk_reads_ask_for_the_cheaper_encoding(
     assert {endpoint} == {parts[1] if endpoint == "raw" else parts[-1] for parts in reads}
 
 
+def test_a_chunk_written_whole_is_one_post_raw(dvid_node: Node, dvid_fault_proxy: FaultProxy) -> None:
+    create_array(dvid_node, "gray", (64, 64, 96), "uint8", block_size=32)
+    node = DvidClient(dvid_fault_proxy.url).node(dvid_node.uuid)
+    array = zarr.open_array(DvidStore(node, "gray", scale=0, chunk_blocks=2), mode="r+")
+    data = np.random.default_rng(8).integers(1, 256, (64, 64, 96), dtype=np.uint8)
+    dvid_fault_proxy.clear(log=True)
+    array[...] = data  # one whole chunk, and an edge chunk of 4 blocks inside the grid
+    posts = sorted(r.path.split("?")[0].split("/gray/")[1] for r in dvid_fault_proxy.log if r.method == "POST")
+    assert posts == ["raw/0_1_2/32_64_64/64_0_0", "raw/0_1_2/64_64_64/0_0_0"]
+    np.testing.assert_array_equal(BlockIO.open(dvid_node, "gray").read_box(((0, 0, 0), (64, 64, 96))), data)
+
+
 def test_partial_write_sends_only_the_blocks_it_changed(dvid_node: Node, written_blocks) -> None:
     data = _filled(dvid_node, "gray", (128, 128, 128), 4)
     array = zarr.open_array(DvidStore(dvid_node, "gray", scale=0, chunk_blocks=4), mode="r+")
@@ -145,6 +157,7 @@ def test_zero_writes_store_zero_blocks_only_where_data_was(dvid_node: Node, writ
 
 def test_writes_under_another_codec_pipeline_are_refused(dvid_node: Node, written_blocks) -> None:
     data = _filled(dvid_node, "gray", (64, 64, 64), 7)
+    written_blocks.clear()
     path = f"{RenamedPipeline.__module__}.RenamedPipeline"
     with zarr.config.set({"codec_pipeline.path": path}):
         array = zarr.open_array(DvidStore(dvid_node, "gray", scale=0, chunk_blocks=2), mode="r+")
