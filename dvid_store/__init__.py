@@ -7,7 +7,8 @@ from typing import Any
 
 from ._version import __version__
 from .client import DvidClient
-from .datatypes.annotations import Annotations
+from .datatypes.annotations import Annotations, elements_frame, elements_from_frame, partners_frame
+from .datatypes.googlevoxels import GoogleVoxels
 from .datatypes.graph import LabelGraph
 from .datatypes.keyvalue import KeyValue
 from .datatypes.label_history import AffectedBodies, affected_bodies, ancestry, merge_chains, mutation_log
@@ -34,9 +35,10 @@ from .datatypes.meshes import (
     write_mesh,
     write_skeleton,
 )
-from .datatypes.multichan16 import Multichan16
+from .datatypes.multichan16 import Multichan16, MultichanLoadError
 from .datatypes.neuronjson import Neuronjson
 from .datatypes.roi import Roi, Substack
+from .datatypes.rois import RoiLabels, point_roi_indices, point_rois, roi_label_volume
 from .datatypes.tarsupervoxels import Tarsupervoxels
 from .datatypes.tiles import TileLevel, TileMetadata, Tiles
 from .datatypes.volume import VolumeInstance
@@ -109,6 +111,7 @@ __all__ = [
     "DvidInputError",
     "DvidStore",
     "DvidTimeoutError",
+    "GoogleVoxels",
     "IndexingTimeoutError",
     "KeyValue",
     "LabelGraph",
@@ -121,6 +124,7 @@ __all__ = [
     "LockedNodeError",
     "MalformedAnswerError",
     "Multichan16",
+    "MultichanLoadError",
     "Neuronjson",
     "Node",
     "NotFoundError",
@@ -128,6 +132,7 @@ __all__ = [
     "RepoInfo",
     "RetryPolicy",
     "Roi",
+    "RoiLabels",
     "ServerBusyError",
     "ServerError",
     "SparsevolSize",
@@ -150,14 +155,20 @@ __all__ = [
     "ancestry",
     "create_array",
     "decode_ngmesh",
+    "elements_frame",
+    "elements_from_frame",
     "encode_ngmesh",
     "frame_to_swc",
     "merge_chains",
     "mutation_log",
     "open_dask",
     "open_dataarray",
+    "partners_frame",
+    "point_roi_indices",
+    "point_rois",
     "read_mesh",
     "read_skeleton",
+    "roi_label_volume",
     "swc_to_frame",
     "to_dvid",
     "write_mesh",

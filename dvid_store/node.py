@@ -11,6 +11,7 @@ from urllib.parse import quote
 import lz4.block
 
 from .datatypes.annotations import Annotations
+from .datatypes.googlevoxels import GoogleVoxels
 from .datatypes.graph import LabelGraph
 from .datatypes.keyvalue import KeyValue
 from .datatypes.labels import Labelarray, Labelblk, Labelmap, Labelvol
@@ -303,6 +304,10 @@ class Node:
     def multichan16(self, name: str) -> Multichan16:
         """The multichan16 instance ``name``: multi-channel 16-bit volumes."""
         return Multichan16(self, check_instance_name(name))
+
+    def googlevoxels(self, name: str) -> GoogleVoxels:
+        """A ``googlevoxels`` instance: it needs Google credentials and the outside network, so every call says so."""
+        return GoogleVoxels(self, check_instance_name(name))
 
     def graph(self, name: str) -> LabelGraph:
         """The labelgraph instance ``name``: DVID removed that type; every call says so."""

@@ -13,7 +13,7 @@ import requests
 from dvid_store import BadRequestError, DvidInputError, LockedNodeError, Node, UnsupportedError
 from dvid_store.datatypes.googlevoxels import GoogleVoxels, refuse_googlevoxels
 from dvid_store.datatypes.multichan16 import Multichan16, v3draw_bytes
-from dvid_store.testing import DvidServer
+from dvid_store.testing import DvidServer, find_dvid_binary
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_load_then_read_slices_and_volumes(dvid_node: Node, mc: Multichan16) -> 
     with pytest.raises(DvidInputError, match="holds no data yet"):
         mc.read(((0, 0, 0), (1, 1, 1)))
     data = volume()
-    mc.load(data)
+    mc.load(data, dvid_binary=find_dvid_binary())
     assert mc.channels == 1 and mc.channel_dtypes == [np.dtype(np.uint8)]
     assert dvid_node.multichan16("mc") == mc
     assert np.array_equal(mc.read(((0, 0, 0), data.shape)), data)
@@ -82,7 +82,7 @@ def test_what_dvid_cannot_do_is_refused_before_sending(dvid_node: Node, mc: Mult
 def test_load_on_a_committed_node_is_refused(dvid_node: Node, mc: Multichan16) -> None:
     dvid_node.commit("frozen")
     with pytest.raises(LockedNodeError):
-        mc.load(volume())
+        mc.load(volume(), dvid_binary=find_dvid_binary())
 
 
 def _raw_loaded(server: DvidServer, uuid: str, name: str, data: np.ndarray, tmp_path: Path) -> None:
@@ -127,3 +127,17 @@ def test_googlevoxels_placeholder_says_why(dvid_node: Node) -> None:
 def test_dvid_itself_cannot_create_googlevoxels_without_google(dvid_node: Node) -> None:
     with pytest.raises(BadRequestError, match="volumeid"):
         dvid_node.create_instance("googlevoxels", "gv")
+
+
+def test_every_accessor_says_why_a_googlevoxels_instance_cannot_be_read(
+    dvid_node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No DVID without Google settings can hold one (above), so the instance's /info is
+    # stood in for at the one place the accessors read it.
+    info = {"Base": {"TypeName": "googlevoxels", "Name": "gv", "Versioned": False}}
+    monkeypatch.setattr(Node, "typeinfo", lambda self, name: info)
+    for accessor in (dvid_node.voxels, dvid_node.tiles, dvid_node.labelmap, dvid_node.keyvalue):
+        with pytest.raises(UnsupportedError, match="instance 'gv' is a googlevoxels"):
+            accessor("gv")
+    with pytest.raises(UnsupportedError, match="Google credentials"):
+        dvid_node.googlevoxels("gv").read(((0, 0, 0), (1, 1, 1)))

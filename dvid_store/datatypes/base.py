@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import DvidInputError
+from .googlevoxels import refuse_googlevoxels
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -42,6 +43,7 @@ class Instance:
         self.name = name
         self._info: dict[str, Any] | None = None
         typename = self.typename
+        refuse_googlevoxels(typename, name)
         if self.typenames and typename not in self.typenames:
             raise DvidInputError(
                 f"instance {name!r} is a {typename}, not a {' or '.join(self.typenames)}; "

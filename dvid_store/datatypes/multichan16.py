@@ -30,6 +30,7 @@ multi-channel 16-bit data use a ``uint16blk`` instance per channel
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -152,8 +153,9 @@ class Multichan16(Instance):
             The server's RPC ``host:port``; default: the ``RPC Address`` of
             ``/api/server/info`` (its host replaced by the HTTP URL's when missing).
         dvid_binary : path, optional
-            The ``dvid`` executable to send the command with; default from
-            :func:`dvid_store.testing.find_dvid_binary`.
+            The ``dvid`` executable to send the command with; default ``$DVID_BIN``,
+            else ``dvid`` on ``PATH`` (:func:`dvid_store.testing.find_dvid_binary`
+            finds a checkout's).
         directory : path, optional
             Where the temporary V3D file goes (default: the system's temporary
             folder); it is deleted afterwards.
@@ -330,6 +332,12 @@ class Multichan16(Instance):
 
 
 def _find_dvid() -> Path:
-    from ..testing.server import find_dvid_binary
-
-    return find_dvid_binary()
+    """``$DVID_BIN``, else ``dvid`` on ``PATH``: the node API does not reach up into the test support."""
+    explicit = os.environ.get("DVID_BIN")
+    found = explicit or shutil.which("dvid")
+    if not found:
+        raise DvidInputError(
+            "loading a multichan16 volume runs the dvid command, which is neither $DVID_BIN nor on PATH; "
+            "pass dvid_binary= (a checkout's is dvid_store.testing.find_dvid_binary())"
+        )
+    return Path(found)
