@@ -606,7 +606,10 @@ class BlockIO:
         """
         box = as_box(box)
         shape = box_shape(box) + self.channel_shape
-        if out is not None and (out.shape != shape or out.dtype != self.dtype):
+        if out is None:
+            check_allocation(shape, self.dtype, f"a read of {self.instance!r}")
+            out = np.empty(shape, self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype:
             raise DvidInputError(f"out must have shape {shape} and dtype {self.dtype}, got {out.shape} {out.dtype}")
         return self._get_raw(box, out)
 

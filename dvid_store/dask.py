@@ -358,7 +358,9 @@ def to_dvid(
     from dask.delayed import delayed
 
     node, instance, scale = resolve_target(url_or_node, instance, scale, **conn)
+    lock_state = node.locked_meanwhile()  # io.node.require_writable() below then asks nothing
     layout = discover_layout(node, instance, max_scale=scale)
+    lock_state()
     level = layout.level(scale)
     io = _level_io(node, layout, level, False, None, throttle=throttle)
     channels = io.channel_shape

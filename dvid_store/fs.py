@@ -40,7 +40,7 @@ from typing import Any
 
 from fsspec.asyn import AsyncFileSystem
 
-from .client import DvidClient
+from .client import FULL_UUID, DvidClient
 from .errors import (
     DvidInputError,
     UnknownInstanceError,
@@ -186,7 +186,9 @@ class DvidFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec has no ty
         uuid = self._uuids.get((parsed.server, parsed.ref))
         client = self._client(parsed.server)
         if uuid is None:
-            uuid = client.resolve(parsed.ref)
+            # A full UUID needs no lookup: the store asks for the node's lock state and
+            # the instance's /info at once, and an unknown node fails there.
+            uuid = parsed.ref if FULL_UUID.match(parsed.ref) else client.resolve(parsed.ref)
             self._uuids[(parsed.server, parsed.ref)] = uuid
         key = (parsed.server, uuid, parsed.instance)
         store = self._stores.get(key)

@@ -25,12 +25,13 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from .blocks import CHANNELS, LABEL_TYPES, VOXEL_TYPES, stored_kind
 from .errors import DvidInputError, UnsupportedError
+from .node import meanwhile
 
 if TYPE_CHECKING:
     from .node import Node
@@ -220,6 +221,7 @@ def discover_layout(
     supervoxels: bool = False,
     info: Mapping[str, Any] | None = None,
     max_scale: int | None = None,
+    instances: Callable[[], Mapping[str, str]] | None = None,
 ) -> Layout:
     """Read an instance's layout from DVID.
 
@@ -236,6 +238,9 @@ def discover_layout(
     max_scale : int, optional
         Look for grayscale pyramid levels (instances ``name_1``, ...) up to this scale
         only; ``0`` skips the repo's instance list, a round trip. Default: all.
+    instances : callable, optional
+        Returns the node's instances (name → type), e.g. a :func:`~dvid_store.node.meanwhile`
+        already under way; default: asked while ``/info`` is.
 
     Raises
     ------
@@ -244,6 +249,11 @@ def discover_layout(
     DvidInputError
         ``supervoxels`` for a non-labelmap instance.
     """
+    # A grayscale pyramid's levels are other instances: list them while /info is asked.
+    wants_levels = max_scale is None or max_scale > 0
+    listing = instances
+    if listing is None and info is None and wants_levels:
+        listing = meanwhile(node.instances)
     info = info if info is not None else node.typeinfo(instance)
     typename = info["Base"]["TypeName"]
     if typename not in VOXEL_TYPES and typename not in LABEL_TYPES:
@@ -268,7 +278,7 @@ def discover_layout(
     else:
         origin, shape = _extent_box(min_point, max_point, 1, block)  # type: ignore[arg-type]
         levels.append(Level("0", instance, 0, 1, origin, shape, block, typename, stored))  # type: ignore[arg-type]
-        names = node.instances() if max_scale is None or max_scale > 0 else {}
+        names = (listing() if listing is not None else node.instances()) if wants_levels else {}
         s = 1
         while (max_scale is None or s <= max_scale) and names.get(f"{instance}_{s}") == typename:
             name = f"{instance}_{s}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import fsspec
 import numpy as np
 import pytest
@@ -189,3 +191,42 @@ def test_fsspec_chunks_come_as_memoryviews_documents_as_bytes(dvid_server, dvid_
     chunk = fs.cat(base + "/c/0/0/0")
     assert isinstance(chunk, memoryview) and bytes(chunk) == data.tobytes()
     assert isinstance(fs.cat(base + "/zarr.json"), bytes)
+
+
+@pytest.mark.parametrize("opener", ["DvidStore(node)", "zarr.open(url)", "to_dvid(url)"])
+def test_questions_before_a_transfer_are_asked_at_once(
+    dvid_server, dvid_node: Node, monkeypatch: pytest.MonkeyPatch, opener: str
+) -> None:
+    # The instance's /info, the node's lock state and the repo's instance list (for a
+    # grayscale pyramid's levels) all come before the first byte of a transfer; on a far
+    # server each costs a round trip unless they overlap. The first one sent is held
+    # until another is sent too: asked one after the other, none comes while it is held.
+    from dvid_store.dask import to_dvid
+    from dvid_store.transport import Transport
+
+    create_array(dvid_node, "gray", (64, 64, 64), "uint8", block_size=32)
+    questions = (f"/{dvid_node.uuid}/gray/info", f"/{dvid_node.uuid}/commit", f"/repo/{dvid_node.uuid}/info")
+    another_sent = threading.Event()
+    first: list[str] = []
+    overlapped: list[bool] = []
+    get_json = Transport.get_json
+
+    def holding_first(self: Transport, path: str, **kwargs):
+        if path.endswith(questions):
+            if not first:
+                first.append(path)
+                overlapped.append(another_sent.wait(10))
+            else:
+                another_sent.set()
+        return get_json(self, path, **kwargs)
+
+    node = DvidClient(dvid_node.client.url).node(dvid_node.uuid)  # asks for the lock state now
+    monkeypatch.setattr(Transport, "get_json", holding_first)
+    url = f"dvid://{dvid_server.url.split('://')[1]}/{dvid_node.uuid}/gray"
+    if opener == "DvidStore(node)":
+        DvidStore(node, "gray", scale=0)
+    elif opener == "zarr.open(url)":
+        zarr.open_array(url + "/0", mode="r")
+    else:
+        to_dvid(np.ones((32, 32, 32), np.uint8), url)
+    assert overlapped == [True]

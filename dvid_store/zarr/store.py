@@ -35,6 +35,7 @@ from ..blocks import (
 )
 from ..errors import DvidInputError, LockedNodeError, UnsupportedError
 from ..layout import Layout, Level, discover_layout
+from ..node import meanwhile
 from ..urls import parse_url
 from .coalesce import Batcher, FailureScope, io_executor
 from .metadata import chunk_shape_of, default_chunk_blocks, metadata_documents, normalised_document
@@ -172,9 +173,13 @@ class DvidStore(Store):
         layout: Layout | None = None,
         _locked: bool | None = None,
     ) -> None:
+        lock_state = node.locked_meanwhile() if _locked is None else (lambda: bool(_locked))
         if layout is None:
+            # The three questions before the first chunk (lock state, /info, and the
+            # instance list for a grayscale pyramid) go out together.
+            listing = meanwhile(node.instances)
             info = node.typeinfo(instance)
-            layout = discover_layout(node, instance, supervoxels=supervoxels, info=info)
+            layout = discover_layout(node, instance, supervoxels=supervoxels, info=info, instances=listing)
             versioned = bool(info["Base"].get("Versioned", True))
         else:
             versioned = True
@@ -185,7 +190,7 @@ class DvidStore(Store):
                 )
         if scale is not None:
             layout.level(scale)  # validates
-        locked = _locked if _locked is not None else (versioned and node.locked)
+        locked = lock_state() and versioned
         # A committed node does not make the store read-only: zarr would then refuse
         # every mode but "r" with its own ValueError before the store is asked. Writes
         # are refused by _check_writable instead, with LockedNodeError.
