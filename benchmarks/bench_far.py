@@ -112,6 +112,9 @@ def bench_volume(table: Table, server: DvidServer, link: LinkProxy, label: str, 
         ("zarr.open_array(url)[...]", lambda: zarray[...], f"zarr chunks {zarray.chunks}"),
         ("xr.open_zarr(url).load()", lambda: opened.compute().values, f"dask chunks {opened.data.chunksize}"),
         ("da.from_zarr(url).compute()", from_zarr.compute, f"dask chunks {from_zarr.chunksize}"),
+        # dask runs one task per core: what the same array gives with more requests in flight
+        ("da.from_zarr(url).compute(num_workers=8)", lambda: from_zarr.compute(num_workers=8),
+         "dask's threads are the limit of the row above"),
     ]
     for what, read, note in reads:
         runs = timed(checked(read, data, what), repeats)
