@@ -225,3 +225,10 @@ def test_schemas(ann) -> None:
     assert ann.schema("schema") == {"fields": ["status"]}
     ann.delete_schema("schema")
     assert ann.schema("schema") is None
+
+
+def test_the_wrong_accessor_names_the_right_one(ann) -> None:
+    # node.keyvalue() on a neuronjson instance used to suggest node.voxels(...)
+    with pytest.raises(DvidInputError, match=r"node\.neuronjson\('ann'\)"):
+        ann.node.keyvalue("ann")
+    assert ann.node.neuronjson("ann") == ann
