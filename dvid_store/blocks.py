@@ -484,12 +484,7 @@ class BlockIO:
             confirmed absent as in :meth:`read` before they read as 0.
         """
         box = as_box(box)
-        shape = box_shape(box) + self.channel_shape
-        if out is None:
-            check_allocation(shape, self.dtype, f"a read of {self.instance!r}")
-            out = np.empty(shape, self.dtype)
-        elif out.shape != shape or out.dtype != self.dtype:
-            raise DvidInputError(f"out must have shape {shape} and dtype {self.dtype}, got {out.shape} {out.dtype}")
+        out = self._destination(box, out)
         bs = self.block_shape
         target = out
 
@@ -605,13 +600,17 @@ class BlockIO:
             The voxels.
         """
         box = as_box(box)
+        return self._get_raw(box, self._destination(box, out))
+
+    def _destination(self, box: Box, out: np.ndarray | None) -> np.ndarray:
+        """``out`` checked against the box, or a new array for it."""
         shape = box_shape(box) + self.channel_shape
         if out is None:
             check_allocation(shape, self.dtype, f"a read of {self.instance!r}")
-            out = np.empty(shape, self.dtype)
-        elif out.shape != shape or out.dtype != self.dtype:
+            return np.empty(shape, self.dtype)
+        if out.shape != shape or out.dtype != self.dtype:
             raise DvidInputError(f"out must have shape {shape} and dtype {self.dtype}, got {out.shape} {out.dtype}")
-        return self._get_raw(box, out)
+        return out
 
     def _get_raw(self, box: Box, dest: np.ndarray | None = None) -> np.ndarray:
         """``GET /raw`` of a box of this level, its length checked, into ``dest`` if given."""

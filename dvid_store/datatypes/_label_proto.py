@@ -20,13 +20,22 @@ skips fields it does not know, as protobuf requires.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._protobuf import ProtobufError
+from ._protobuf import (
+    LEN,
+    VARINT,
+    encode_varint,
+    int_field,
+    iter_fields,
+    len_field,
+    read_varint,
+    str_field,
+)
 
 __all__ = [
     "LabelIndex",
@@ -40,94 +49,27 @@ __all__ = [
     "encode_mapping_ops",
 ]
 
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MAG = 0xFFFFF  # 20-bit magnitude of one block coordinate
 _SIGN = 0x100000
 _LIMIT = 1 << 20
 
 
-# ------------------------------------------------------------------ wire format
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _varint((number << 3) | wire)
-
-
-def _len_field(number: int, payload: bytes) -> bytes:
-    return _key(number, _LEN) + _varint(len(payload)) + payload
-
-
-def _int_field(number: int, value: int) -> bytes:
-    return _key(number, _VARINT) + _varint(value) if value else b""  # proto3 leaves zeros out
-
-
-def _str_field(number: int, value: str) -> bytes:
-    return _len_field(number, value.encode("utf-8")) if value else b""
-
-
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise ProtobufError("truncated protobuf message (varint runs past the end)")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result & 0xFFFFFFFFFFFFFFFF, pos
-        shift += 7
-        if shift > 63:
-            raise ProtobufError("malformed protobuf varint (longer than 10 bytes)")
-
-
-def _fields(data: bytes | bytearray | memoryview) -> Iterator[tuple[int, int, Any]]:
-    """Yield ``(field number, wire type, value)``: an int for varints, a memoryview for bytes."""
-    buf = memoryview(data)
-    pos = 0
-    end = len(buf)
-    while pos < end:
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            value, pos = _read_varint(buf, pos)
-            yield number, wire, value
-        elif wire == _LEN:
-            size, pos = _read_varint(buf, pos)
-            if pos + size > end:
-                raise ProtobufError("truncated protobuf message (field runs past the end)")
-            yield number, wire, buf[pos : pos + size]
-            pos += size
-        elif wire in (_I64, _I32):
-            pos += 8 if wire == _I64 else 4
-            if pos > end:
-                raise ProtobufError("truncated protobuf message (fixed-size field runs past the end)")
-        else:
-            raise ProtobufError(f"unsupported protobuf wire type {wire} (field {number})")
-
-
 def _packed_uint64(wire: int, value: Any, out: list[int]) -> None:
     """Append a repeated uint64 field's values: packed (one bytes field) or one varint."""
-    if wire == _VARINT:
+    if wire == VARINT:
         out.append(value)
         return
     pos = 0
     while pos < len(value):
-        item, pos = _read_varint(value, pos)
+        item, pos = read_varint(value, pos)
         out.append(item)
 
 
 def _map_entry(entry: memoryview) -> tuple[int, Any]:
     key: int = 0
     value: Any = None
-    for number, wire, item in _fields(entry):
-        if number == 1 and wire == _VARINT:
+    for number, wire, item in iter_fields(entry):
+        if number == 1 and wire == VARINT:
             key = item
         elif number == 2:
             value = item
@@ -290,22 +232,22 @@ def decode_label_index(data: bytes | bytearray | memoryview) -> LabelIndex:
     index = LabelIndex(label=0)
     keys: list[int] = []
     counts_of: list[dict[int, int]] = []
-    for number, wire, value in _fields(data):
-        if number == 1 and wire == _LEN:
+    for number, wire, value in iter_fields(data):
+        if number == 1 and wire == LEN:
             key, svcount = _map_entry(value)
             counts: dict[int, int] = {}
             if svcount is not None:
-                for sub, sub_wire, entry in _fields(svcount):
-                    if sub == 1 and sub_wire == _LEN:
+                for sub, sub_wire, entry in iter_fields(svcount):
+                    if sub == 1 and sub_wire == LEN:
                         sv, n = _map_entry(entry)
                         counts[sv] = counts.get(sv, 0) + int(n or 0)
             keys.append(key)
             counts_of.append(counts)
-        elif number == 2 and wire == _VARINT:
+        elif number == 2 and wire == VARINT:
             index.label = value
-        elif number == 3 and wire == _VARINT:
+        elif number == 3 and wire == VARINT:
             index.last_mutid = value
-        elif number in (4, 5, 6) and wire == _LEN:
+        elif number in (4, 5, 6) and wire == LEN:
             text = bytes(value).decode("utf-8", errors="replace")
             setattr(index, ("last_mod_time", "last_mod_user", "last_mod_app")[number - 4], text)
     coords = decode_block_keys(np.asarray(keys, dtype=np.uint64)).tolist()
@@ -331,25 +273,25 @@ def encode_label_index(index: LabelIndex) -> bytes:
         for sv, n in sorted(index.blocks[coord].items()):
             if not 0 <= int(n) < 2**32:
                 raise ValueError(f"supervoxel {sv} has {n} voxels in block {coord}: a count is a uint32")
-            entries.append(_len_field(1, _int_field(1, int(sv)) + _int_field(2, int(n))))
+            entries.append(len_field(1, int_field(1, int(sv)) + int_field(2, int(n))))
         svcount = b"".join(entries)
-        parts.append(_len_field(1, _int_field(1, key) + _len_field(2, svcount)))
-    parts.append(_int_field(2, int(index.label)))
-    parts.append(_int_field(3, int(index.last_mutid)))
-    parts.append(_str_field(4, index.last_mod_time))
-    parts.append(_str_field(5, index.last_mod_user))
-    parts.append(_str_field(6, index.last_mod_app))
+        parts.append(len_field(1, int_field(1, key) + len_field(2, svcount)))
+    parts.append(int_field(2, int(index.label)))
+    parts.append(int_field(3, int(index.last_mutid)))
+    parts.append(str_field(4, index.last_mod_time))
+    parts.append(str_field(5, index.last_mod_user))
+    parts.append(str_field(6, index.last_mod_app))
     return b"".join(parts)
 
 
 def decode_label_indices(data: bytes | bytearray | memoryview) -> list[LabelIndex]:
     """Parse a ``LabelIndices`` message, in message order."""
-    return [decode_label_index(value) for number, wire, value in _fields(data) if number == 1 and wire == _LEN]
+    return [decode_label_index(value) for number, wire, value in iter_fields(data) if number == 1 and wire == LEN]
 
 
 def encode_label_indices(indices: Iterable[LabelIndex]) -> bytes:
     """Serialize ``LabelIndices``."""
-    return b"".join(_len_field(1, encode_label_index(index)) for index in indices)
+    return b"".join(len_field(1, encode_label_index(index)) for index in indices)
 
 
 # ------------------------------------------------------------------ mappings
@@ -365,26 +307,26 @@ def encode_mapping_ops(groups: Mapping[int, Iterable[int]], mutid: int = 0) -> b
     """
     parts = []
     for body, svs in groups.items():
-        packed = b"".join(_varint(int(sv)) for sv in svs)
-        op = _int_field(1, int(mutid)) + _int_field(2, int(body))
+        packed = b"".join(encode_varint(int(sv)) for sv in svs)
+        op = int_field(1, int(mutid)) + int_field(2, int(body))
         if packed:
-            op += _len_field(3, packed)
-        parts.append(_len_field(1, op))
+            op += len_field(3, packed)
+        parts.append(len_field(1, op))
     return b"".join(parts)
 
 
 def decode_mapping_ops(data: bytes | bytearray | memoryview) -> list[tuple[int, int, list[int]]]:
     """Parse ``MappingOps`` into ``(mutid, mapped, originals)`` triples."""
     out = []
-    for number, wire, value in _fields(data):
-        if number != 1 or wire != _LEN:
+    for number, wire, value in iter_fields(data):
+        if number != 1 or wire != LEN:
             continue
         mutid = mapped = 0
         originals: list[int] = []
-        for sub, sub_wire, item in _fields(value):
-            if sub == 1 and sub_wire == _VARINT:
+        for sub, sub_wire, item in iter_fields(value):
+            if sub == 1 and sub_wire == VARINT:
                 mutid = item
-            elif sub == 2 and sub_wire == _VARINT:
+            elif sub == 2 and sub_wire == VARINT:
                 mapped = item
             elif sub == 3:
                 _packed_uint64(sub_wire, item, originals)

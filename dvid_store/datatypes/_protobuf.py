@@ -13,22 +13,40 @@ Every field is length-delimited (wire type 2), so the wire format is a sequence 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..errors import DvidError
 
-__all__ = ["ProtobufError", "decode_key_values", "decode_keys", "encode_key_values", "encode_keys"]
+__all__ = [
+    "ProtobufError",
+    "decode_key_values",
+    "decode_keys",
+    "encode_key_values",
+    "encode_keys",
+    "encode_varint",
+    "int_field",
+    "iter_fields",
+    "len_field",
+    "read_varint",
+    "str_field",
+]
 
-_LEN = 2  # wire type "length-delimited"
-_TAG_1 = (1 << 3) | _LEN  # field 1, length-delimited: 0x0a
-_TAG_2 = (2 << 3) | _LEN  # field 2, length-delimited: 0x12
 
 
 class ProtobufError(DvidError):
     """A protobuf message from the server could not be decoded."""
 
 
-def _varint(value: int) -> bytes:
+# ------------------------------------------------------------------ wire format
+# Shared with the labelmap messages (:mod:`._label_proto`).
+VARINT, I64, LEN, I32 = 0, 1, 2, 5
+_TAG_1 = (1 << 3) | LEN  # field 1, length-delimited: 0x0a
+_TAG_2 = (2 << 3) | LEN  # field 2, length-delimited: 0x12
+
+
+def encode_varint(value: int) -> bytes:
+    """An unsigned varint."""
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -37,11 +55,27 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
+def field_key(number: int, wire: int) -> bytes:
+    return encode_varint((number << 3) | wire)
 
 
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+def len_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (bytes, string, sub-message, packed numbers)."""
+    return field_key(number, LEN) + encode_varint(len(payload)) + payload
+
+
+def int_field(number: int, value: int) -> bytes:
+    """A varint field; proto3 leaves zeros out."""
+    return field_key(number, VARINT) + encode_varint(value) if value else b""
+
+
+def str_field(number: int, value: str) -> bytes:
+    """A string field; proto3 leaves empty strings out."""
+    return len_field(number, value.encode("utf-8")) if value else b""
+
+
+def read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    """The unsigned 64-bit varint at ``pos`` and the position after it."""
     result = shift = 0
     while True:
         if pos >= len(buf):
@@ -50,35 +84,47 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         pos += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
-            return result, pos
+            return result & 0xFFFFFFFFFFFFFFFF, pos
         shift += 7
         if shift > 63:
             raise ProtobufError("malformed protobuf varint (longer than 10 bytes)")
 
 
-def _fields(data: bytes | bytearray | memoryview) -> Iterable[tuple[int, memoryview]]:
-    """Yield ``(field number, payload)`` of the length-delimited fields; skip the others."""
+def iter_fields(data: bytes | bytearray | memoryview) -> Iterator[tuple[int, int, Any]]:
+    """Yield ``(field number, wire type, value)``: an int for varints, a memoryview for
+    length-delimited fields; fixed-size fields are skipped (no message here has any)."""
     buf = memoryview(data)
     pos = 0
-    while pos < len(buf):
-        key, pos = _read_varint(buf, pos)
+    end = len(buf)
+    while pos < end:
+        key, pos = read_varint(buf, pos)
         number, wire = key >> 3, key & 7
-        if wire == _LEN:
-            size, pos = _read_varint(buf, pos)
-            if pos + size > len(buf):
+        if wire == VARINT:
+            value, pos = read_varint(buf, pos)
+            yield number, wire, value
+        elif wire == LEN:
+            size, pos = read_varint(buf, pos)
+            if pos + size > end:
                 raise ProtobufError("truncated protobuf message (field runs past the end)")
-            yield number, buf[pos : pos + size]
+            yield number, wire, buf[pos : pos + size]
             pos += size
-        elif wire == 0:
-            _, pos = _read_varint(buf, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
+        elif wire in (I64, I32):
+            pos += 8 if wire == I64 else 4
+            if pos > end:
+                raise ProtobufError("truncated protobuf message (fixed-size field runs past the end)")
         else:
             raise ProtobufError(f"unsupported protobuf wire type {wire} (field {number})")
-    if pos != len(buf):
-        raise ProtobufError("truncated protobuf message (fixed-size field runs past the end)")
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + encode_varint(len(payload)) + payload
+
+
+def _fields(data: bytes | bytearray | memoryview) -> Iterator[tuple[int, memoryview]]:
+    """Yield ``(field number, payload)`` of the length-delimited fields; skip the others."""
+    for number, wire, value in iter_fields(data):
+        if wire == LEN:
+            yield number, value
 
 
 def encode_keys(keys: Iterable[str]) -> bytes:
