@@ -25,6 +25,7 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -271,6 +272,11 @@ def discover_layout(
     dtype = (VOXEL_TYPES.get(typename) or LABEL_TYPES[typename]).str
     stored = stored_kind(info)
     levels: list[Level] = []
+    if typename in LABEL_TYPES and listing is not None:
+        # Not needed for labels (their scales are in /info), but waited for: every request
+        # of an open has ended when it returns.
+        with contextlib.suppress(Exception):
+            listing()
     if typename in LABEL_TYPES:
         for s in range(int(extended.get("MaxDownresLevel") or 0) + 1):
             origin, shape = _extent_box(min_point, max_point, 2**s, block)  # type: ignore[arg-type]
