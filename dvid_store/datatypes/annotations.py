@@ -318,12 +318,6 @@ class Annotations(Instance):
     default_typename: ClassVar[str] = "annotation"
 
     # ---------------------------------------------------------------- syncs
-    @property
-    def syncs(self) -> list[str]:
-        """Names of the instances this one is synced with (asked from the server each time)."""
-        self.refresh()
-        return list(self.info["Base"].get("Syncs") or [])
-
     def sync(self, *names: str, replace: bool = False) -> None:
         """Sync with label data (labelmap, labelarray or labelblk) so elements are indexed by label.
 
@@ -333,15 +327,7 @@ class Annotations(Instance):
         """
         if not names and not replace:
             raise DvidInputError("name the label instance(s) to sync with, e.g. sync('segmentation')")
-        self.require_writable("setting syncs")
-        self.transport.request(
-            "POST",
-            self.path("sync"),
-            json={"sync": ",".join(names)},
-            params={"replace": "true"} if replace else None,
-            idempotent=True,
-        )
-        self.refresh()
+        self._post_sync(names, replace=replace)
 
     # -------------------------------------------------------------- writing
     def post(self, elements: Iterable[Mapping[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import DvidInputError
@@ -89,6 +90,21 @@ class Instance:
     def path(self, *parts: str) -> str:
         """``/api/node/<uuid>/<name>/<parts...>`` (each part percent-encoded)."""
         return self.node.path(self.name, *parts)
+
+    @property
+    def syncs(self) -> list[str]:
+        """Names of the instances this one is synced with (asked from the server each time)."""
+        self.refresh()
+        return list(self.info["Base"].get("Syncs") or [])
+
+    def _post_sync(self, names: Sequence[str], *, replace: bool) -> None:
+        """``POST /sync`` of ``names`` (comma-joined), adding to the syncs or replacing them."""
+        self.require_writable("setting syncs")
+        self.transport.request(
+            "POST", self.path("sync"), json={"sync": ",".join(names)},
+            params={"replace": "true"} if replace else None, idempotent=True,
+        )
+        self.refresh()
 
     def require_writable(self, what: str = "write") -> None:
         """Refuse, before sending, a write to a committed node (unversioned instances excepted)."""

@@ -119,12 +119,6 @@ class Labelsz(Instance):
 
     # ---------------------------------------------------------------- settings
     @property
-    def syncs(self) -> list[str]:
-        """Names of the annotation instances counted (asked from the server each time)."""
-        self.refresh()
-        return list(self.info["Base"].get("Syncs") or [])
-
-    @property
     def roi(self) -> str | None:
         """The ROI elements are counted in, as ``"<roi name>,<uuid>"``; ``None`` for everywhere."""
         spec = self.info.get("Extended", {}).get("StaticROI") or ""
@@ -141,12 +135,7 @@ class Labelsz(Instance):
             raise DvidInputError("name the annotation instance(s) to count, e.g. sync('synapses')")
         for name in annotations:
             check_instance_name(name)
-        self.require_writable("setting syncs")
-        self.transport.request(
-            "POST", self.path("sync"), json={"sync": ",".join(annotations)},
-            params={"replace": "true"} if replace else None, idempotent=True,
-        )
-        self.refresh()
+        self._post_sync(annotations, replace=replace)
 
     def reload(self) -> None:
         """Recount everything from the synced annotation instance (``POST /reload``).

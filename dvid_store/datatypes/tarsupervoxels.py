@@ -134,12 +134,6 @@ class Tarsupervoxels(Instance):
         """The extension of every file (``"drc"``, ``"obj"``, ...)."""
         return str(self.info["Extended"]["Extension"])
 
-    @property
-    def syncs(self) -> list[str]:
-        """Names of the instances this one is synced with (asked from the server each time)."""
-        self.refresh()
-        return list(self.info["Base"].get("Syncs") or [])
-
     def sync(self, labelmap: str, *, replace: bool = False) -> None:
         """Sync with the labelmap whose bodies :meth:`tarfile` and :meth:`missing` look up.
 
@@ -147,12 +141,7 @@ class Tarsupervoxels(Instance):
         """
         if not isinstance(labelmap, str) or not labelmap:
             raise DvidInputError(f"name the labelmap to sync with, got {labelmap!r}")
-        self.require_writable("setting syncs")
-        self.transport.request(
-            "POST", self.path("sync"), json={"sync": labelmap},
-            params={"replace": "true"} if replace else None, idempotent=True,
-        )
-        self.refresh()
+        self._post_sync([labelmap], replace=replace)
 
     # ---------------------------------------------------------- one supervoxel
     def put(self, supervoxel: int, data: BytesLike) -> None:
