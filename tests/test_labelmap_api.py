@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 from dvid_store import BadRequestError, DvidClient, DvidInputError, LockedNodeError
-from dvid_store.datatypes._label_progress import TextProgress
 from dvid_store.datatypes._label_proto import (
     LabelIndex,
     decode_block_keys,
@@ -26,6 +25,7 @@ from dvid_store.datatypes._label_proto import (
     encode_label_indices,
     encode_mapping_ops,
 )
+from dvid_store.datatypes._progress import TextProgress
 from dvid_store.datatypes.labels import Labelmap
 from dvid_store.testing import DvidServer
 

@@ -66,16 +66,15 @@ neuclease equivalents (``neuclease.dvid.annotation``)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ..errors import BadRequestError, DvidInputError, NotFoundError
 from ..geometry import Box, aligned_box, as_box, as_zyx, box_shape, xyz_string
 from ._frames import pandas
-from ._label_progress import TextProgress
+from ._progress import map_threaded
 from .base import Instance
 
 __all__ = [
@@ -105,9 +104,6 @@ PARTNER_COLUMNS = ("pre_z", "pre_y", "pre_x", "post_z", "post_y", "post_x")
 #: Default tile of the tiled readers, in blocks (z, y, x): long in x because DVID keys
 #: blocks in z, y, x order, so one tile row is one contiguous range on the server.
 DEFAULT_TILE_BLOCKS = (4, 4, 64)
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 def element(
@@ -528,7 +524,7 @@ class Annotations(Instance):
         # Keyed by DVID's block: should its blocks not match the tiles, a block that
         # two tiles touch comes back twice and is kept once.
         by_block: dict[str, list[dict[str, Any]]] = {}
-        for part in _map_threaded(fetch, tiles, workers, "tiles", progress):
+        for part in map_threaded(fetch, tiles, workers, "tiles", progress):
             by_block.update(part)
         found = [
             e
@@ -627,7 +623,7 @@ class Annotations(Instance):
         pd = pandas("Annotations.frame_for_bodies()")
         ids = self._body_ids(bodies)
         self._require_label_sync()
-        lists = _map_threaded(self._label_elements, ids, workers, "bodies", progress)
+        lists = map_threaded(self._label_elements, ids, workers, "bodies", progress)
         frame = elements_frame([e for found in lists for e in found])
         frame["body"] = np.repeat(np.asarray(ids, dtype=np.uint64), [len(found) for found in lists])
         return pd.DataFrame(frame.sort_values(["body", "z", "y", "x"], kind="stable").reset_index(drop=True))
@@ -670,7 +666,7 @@ class Annotations(Instance):
         pd = pandas("Annotations.counts_for_bodies()")
         ids = self._body_ids(bodies)
         self._require_label_sync()
-        lists = _map_threaded(self._label_elements, ids, workers, "bodies", progress)
+        lists = map_threaded(self._label_elements, ids, workers, "bodies", progress)
         counts = {
             kind: np.asarray([sum(e.get("Kind") == kind for e in found) for found in lists], dtype=np.int64)
             for kind in ("PreSyn", "PostSyn")
@@ -690,29 +686,6 @@ class Annotations(Instance):
 
 def _sorted(frame: Any) -> Any:
     return frame.sort_values(["z", "y", "x"], kind="stable").reset_index(drop=True)
-
-
-def _map_threaded(
-    work: Callable[[_T], _R], items: Sequence[_T], workers: int, what: str, progress: bool
-) -> list[_R]:
-    """``[work(i) for i in items]`` on up to ``workers`` threads, in order; the first error is raised."""
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise DvidInputError(f"workers must be a positive integer, got {workers!r}")
-    bar = TextProgress(len(items), what, enabled=progress)
-
-    def one(item: _T) -> _R:
-        result = work(item)
-        bar.update(1)
-        return result
-
-    try:
-        if workers == 1 or len(items) <= 1:
-            return [one(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(int(workers), len(items)), thread_name_prefix="dvid-annot") as pool:
-            results: Iterator[_R] = pool.map(one, items)
-            return list(results)
-    finally:
-        bar.close()
 
 
 class _not_found_as_404:

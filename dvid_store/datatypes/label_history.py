@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from ..errors import BadRequestError, DvidInputError, UnsupportedError
 from ._frames import pandas
+from ._progress import map_threaded
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -180,13 +180,8 @@ def mutation_log(
         if since is not None:
             raise DvidInputError("since= selects among ancestors; it cannot be combined with ancestors=False")
         versions = [labelmap.node.uuid]
-    if len(versions) > 1:
-        # One small request per version: in parallel, each log kept in its version's place.
-        workers = min(_LOG_WORKERS, len(versions))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dvid-mutations") as pool:
-            logs = list(pool.map(lambda uuid: _version_log(labelmap, uuid), versions))
-    else:
-        logs = [_version_log(labelmap, uuid) for uuid in versions]
+    # One small request per version: in parallel, each log kept in its version's place.
+    logs = map_threaded(lambda uuid: _version_log(labelmap, uuid), versions, _LOG_WORKERS, "versions")
     rows: list[dict[str, Any]] = []
     for uuid, log in zip(versions, logs):
         for record in log:

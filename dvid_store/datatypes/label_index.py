@@ -46,7 +46,6 @@ import numpy as np
 from ..errors import DvidError, DvidInputError, MalformedAnswerError
 from ..geometry import Box
 from ._frames import pandas
-from ._label_progress import TextProgress
 from ._label_proto import (
     LabelIndex,
     decode_label_index,
@@ -55,6 +54,7 @@ from ._label_proto import (
     encode_label_indices,
     encode_mapping_ops,
 )
+from ._progress import TextProgress
 from .label_volume import _label_id, _label_list, _max_label
 from .sparse_volumes import _SparseVolumes
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import BadRequestError, DvidInputError
 from ..geometry import Box, as_box, as_zyx, xyz_string
-from ._label_progress import TextProgress
+from ._progress import TextProgress
 from .volume import VolumeInstance
 
 if TYPE_CHECKING:

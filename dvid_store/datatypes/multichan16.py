@@ -35,7 +35,6 @@ import struct
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -45,6 +44,7 @@ import numpy as np
 from ..codecs.png import decode_png
 from ..errors import DvidError, DvidInputError, UnsupportedError
 from ..geometry import as_box, as_zyx, box_shape, check_allocation, xyz_string
+from ._progress import check_workers, map_threaded
 from .base import Instance
 
 __all__ = ["PLANES", "Multichan16", "MultichanLoadError", "v3draw_bytes"]
@@ -286,21 +286,14 @@ class Multichan16(Instance):
         start, stop = as_box(box)
         shape = box_shape((start, stop))
         check_allocation(shape, np.uint8, f"multichan16 {self.name!r} box {start}-{stop}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise DvidInputError(f"workers must be a positive integer, got {workers!r}")
+        check_workers(workers)  # before the request below
         self._check_readable(refresh=True)
         out = np.empty(shape, dtype=np.uint8)
 
         def plane(z: int) -> None:
             out[z - start[0]] = self._slice("xy", (z, start[1], start[2]), shape[1:])
 
-        planes = range(start[0], stop[0])
-        if workers == 1 or len(planes) == 1:
-            for z in planes:
-                plane(z)
-        else:
-            with ThreadPoolExecutor(max_workers=min(workers, len(planes)), thread_name_prefix="dvid-mc16") as pool:
-                list(pool.map(plane, planes))
+        map_threaded(plane, range(start[0], stop[0]), workers, "planes")
         return out
 
     def _check_readable(self, *, refresh: bool) -> None:

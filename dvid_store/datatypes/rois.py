@@ -31,7 +31,6 @@ rather than looked up in a scale-5 volume).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -39,6 +38,7 @@ import numpy as np
 from ..errors import DvidInputError
 from ..geometry import Box, as_box, box_shape, check_allocation
 from ._frames import pandas
+from ._progress import map_threaded
 from .roi import spans_to_blocks
 
 if TYPE_CHECKING:
@@ -265,17 +265,12 @@ def _load(node: Node, names: Sequence[str], workers: int) -> list[_Loaded]:
         raise DvidInputError(f"ROI names must be distinct (each gets one index), repeated: {repeated}")
     if len(wanted) > np.iinfo(np.uint16).max:
         raise DvidInputError(f"at most {np.iinfo(np.uint16).max} ROIs fit a uint16 label volume, got {len(wanted)}")
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise DvidInputError(f"workers must be a positive integer, got {workers!r}")
 
     def one(name: str) -> _Loaded:
         roi = node.roi(name)
         return _Loaded(name, roi.block_shape, roi.spans())
 
-    if workers == 1 or len(wanted) == 1:
-        return [one(n) for n in wanted]
-    with ThreadPoolExecutor(max_workers=min(int(workers), len(wanted)), thread_name_prefix="dvid-rois") as pool:
-        return list(pool.map(one, wanted))
+    return map_threaded(one, wanted, workers, "ROIs")
 
 
 def _points(points: Any) -> np.ndarray:

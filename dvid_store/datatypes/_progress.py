@@ -1,12 +1,22 @@
-"""A plain text progress bar for long labelmap transfers (``progress=True``), without tqdm."""
+"""Long node-API transfers: a plain text progress bar (``progress=True``, no tqdm) and ordered
+threaded maps over many small requests."""
 
 from __future__ import annotations
 
 import sys
 import threading
-from typing import TextIO
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TextIO, TypeVar
 
-__all__ = ["TextProgress"]
+import numpy as np
+
+from ..errors import DvidInputError
+
+__all__ = ["TextProgress", "check_workers", "map_threaded"]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 class TextProgress:
@@ -61,3 +71,40 @@ class TextProgress:
         bar = "#" * filled + "." * (self.width - filled)
         stream.write(f"\r[{bar}] {fraction:4.0%} {self.done}/{self.total} {self.what}")
         stream.flush()
+
+
+def check_workers(workers: object) -> int:
+    """``workers`` as a positive int, or :class:`DvidInputError` before anything is sent."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise DvidInputError(f"workers must be a positive integer, got {workers!r}")
+    return int(workers)
+
+
+def map_threaded(
+    work: Callable[[_T], _R],
+    items: Sequence[_T],
+    workers: int,
+    what: str = "items",
+    progress: bool = False,
+) -> list[_R]:
+    """``[work(i) for i in items]`` on up to ``workers`` threads, in order; the first error is raised.
+
+    One item, or one worker, runs in the calling thread. ``progress`` draws a
+    :class:`TextProgress` of ``what`` done on stderr.
+    """
+    workers = check_workers(workers)
+    bar = TextProgress(len(items), what, enabled=progress)
+
+    def one(item: _T) -> _R:
+        result = work(item)
+        bar.update(1)
+        return result
+
+    try:
+        if workers == 1 or len(items) <= 1:
+            return [one(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="dvid_store-map") as pool:
+            results: Iterator[_R] = pool.map(one, items)
+            return list(results)
+    finally:
+        bar.close()
