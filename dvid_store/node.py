@@ -143,11 +143,15 @@ class Node:
         that slip through that window are still refused by the server, with the
         same :class:`LockedNodeError`.
         """
-        now = time.monotonic()
-        if not self._known_locked and now - self._unlocked_seen_at > self.LOCK_RECHECK_SECONDS:
+        if not self._lock_state_known():
+            now = time.monotonic()
             self._known_locked = bool(self.transport.get_json(self.path("commit")).get("Locked"))
             self._unlocked_seen_at = now
         return self._known_locked
+
+    def _lock_state_known(self) -> bool:
+        """Whether :attr:`locked` can answer without asking: locked for good, or unlocked lately."""
+        return self._known_locked or time.monotonic() - self._unlocked_seen_at <= self.LOCK_RECHECK_SECONDS
 
     def locked_meanwhile(self) -> Callable[[], bool]:
         """Start finding out :attr:`locked` in a thread; call the result for the answer.
@@ -156,7 +160,7 @@ class Node:
         they start (an instance's ``/info``): the round trips overlap. Asks nothing when
         the state is known.
         """
-        if self._known_locked or time.monotonic() - self._unlocked_seen_at <= self.LOCK_RECHECK_SECONDS:
+        if self._lock_state_known():
             known = self._known_locked
             return lambda: known
         return meanwhile(lambda: self.locked)
