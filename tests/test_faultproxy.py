@@ -577,14 +577,16 @@ def test_redirects(dvid_fault_proxy: FaultProxy, dvid_server: DvidServer, kv_bas
 def test_latency_fault_and_attribute_slow_requests_down(dvid_fault_proxy: FaultProxy, kv_base: str) -> None:
     proxy = dvid_fault_proxy
     with connection(proxy) as conn:
-        plain, _ = timed(exchange, conn, "GET", f"{kv_base}/keys")
+        # Lower bounds only: an injected delay cannot make a request faster,
+        # while comparing against an undelayed request races the machine's load.
+        exchange(conn, "GET", f"{kv_base}/keys")
         proxy.inject("latency", seconds=0.3)
         delayed, (response, _) = timed(exchange, conn, "GET", f"{kv_base}/keys")
         assert response.status == 200
-        assert delayed >= 0.3 and delayed > plain
+        assert delayed >= 0.3
         proxy.latency = 0.2
         slow, (response, _) = timed(exchange, conn, "GET", f"{kv_base}/keys")
-        assert response.status == 200 and slow >= 0.2 and slow > plain
+        assert response.status == 200 and slow >= 0.2
     assert [r.fault for r in proxy.log] == [None, "latency", None]
 
 
@@ -596,16 +598,16 @@ def test_trickle_and_bandwidth_slow_bodies_down(
     store(dvid_server, kv_base, "small", small)
     store(dvid_server, kv_base, "large", large)
     with connection(proxy) as conn:
-        plain, _ = timed(exchange, conn, "GET", f"{kv_base}/key/small")
+        exchange(conn, "GET", f"{kv_base}/key/small")
         proxy.inject("trickle", rate=2000)
         trickled, (response, body) = timed(exchange, conn, "GET", f"{kv_base}/key/small")
         assert body == small and response.getheader("Content-Length") == "1000"
-        assert trickled >= 0.4 and trickled > plain
+        assert trickled >= 0.4
 
-        unlimited, (_, body) = timed(exchange, conn, "GET", f"{kv_base}/key/large")
+        _, body = exchange(conn, "GET", f"{kv_base}/key/large")
         assert body == large
         proxy.bandwidth = 400_000
         capped, (_, body) = timed(exchange, conn, "GET", f"{kv_base}/key/large")
         assert body == large
-        assert capped >= 0.4 and capped > unlimited
+        assert capped >= 0.4
         proxy.bandwidth = None
