@@ -1,9 +1,15 @@
 """The DVID fixtures come from dvid_store's own pytest plugin (entry point ``pytest11``); the rest are here."""
 
+import sys
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
+from dvid_store import Node
 from dvid_store.blocks import BlockIO
+from dvid_store.testing import DvidServer, FaultProxy
 
 pytest_plugins = ["pytester"]
 
@@ -27,3 +33,18 @@ def written_blocks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]
     monkeypatch.setattr(BlockIO, "write", recording)
     monkeypatch.setattr(BlockIO, "write_box", recording_box)
     return sent
+
+
+@pytest.fixture
+def env(dvid_server: DvidServer, dvid_node: Node, dvid_fault_proxy: FaultProxy, tmp_path: Path) -> Any:
+    """A fault-matrix trial's world (``fault_matrix.Env``): the server, straight and through the proxy."""
+    from fault_matrix import Env
+
+    return Env(dvid_server, dvid_node, dvid_fault_proxy, tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One fault kind × outcome table for every fault-matrix trial of the session."""
+    matrix = sys.modules.get("fault_matrix")
+    if matrix is not None:
+        matrix.report(terminalreporter)
