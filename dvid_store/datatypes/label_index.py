@@ -548,6 +548,11 @@ class _LabelIndex(_SparseVolumes):
         which DVID reserves. Any other supervoxel is its own body (so a body's own
         id, when it is one of its supervoxels, is not listed).
 
+        DVID's answer is bare 16-byte pairs with no count or end mark: an answer cut
+        inside a pair is asked again, but one that a proxy ends cleanly on a pair
+        boundary, or a 200 answer of 16·n bytes from something other than DVID,
+        cannot be told from a whole mapping.
+
         Returns
         -------
         pandas.Series

@@ -59,6 +59,7 @@ BytesLike = bytes | bytearray | memoryview
 
 #: A tar ends with two 512-byte blocks of zeros; DVID's tar writer always writes them.
 _TAR_END = bytes(1024)
+_BLOCK = 512
 
 
 class Tarsupervoxels(Instance):
@@ -267,8 +268,8 @@ class Tarsupervoxels(Instance):
 
         Members are named ``<supervoxel>.<extension>``; supervoxels without a file
         (and those stored with an empty one) appear as 0-byte members
-        ``<supervoxel>.missing``. The tar is checked to be whole (a cut answer is
-        asked again).
+        ``<supervoxel>.missing``. The tar is checked to be whole, header by header
+        (a cut answer is asked again).
 
         Raises
         ------
@@ -281,8 +282,9 @@ class Tarsupervoxels(Instance):
 
         def whole(pieces: Iterator[bytes]) -> bytes:
             data = b"".join(pieces)
-            if not data.endswith(_TAR_END):
-                raise MalformedAnswerError("GET", "", 200, f"the tar of body {label} is cut short ({len(data)} bytes)")
+            problem = _tar_problem(data)
+            if problem is not None:
+                raise MalformedAnswerError("GET", "", 200, f"the tar of body {label} is not whole: {problem}")
             return data
 
         with self._body_errors(label):
@@ -416,6 +418,51 @@ def _check_bytes(data: object, what: str) -> bytes:
         hint = "encode the str first" if isinstance(data, str) else "pass the file's bytes"
         raise DvidInputError(f"{what} must be bytes, bytearray or memoryview, got {type(data).__name__}; {hint}")
     return bytes(data) if not isinstance(data, bytes) else data
+
+
+def _tar_problem(data: bytes) -> str | None:
+    """What makes ``data`` not a whole tar, or None.
+
+    Walks the member headers by their sizes to the end marker, so a tar cut inside a
+    member is caught even where the member's bytes are zeros that look like the end
+    marker (checking only the last 1024 bytes would take such a cut for the end).
+    """
+    pos = 0
+    while True:
+        header = data[pos : pos + _BLOCK]
+        if len(header) < _BLOCK:
+            return f"it ends inside the header at byte {pos} ({len(data)} bytes)"
+        if header == bytes(_BLOCK):
+            if data[pos : pos + len(_TAR_END)] != _TAR_END or data[pos + len(_TAR_END) :].strip(b"\0"):
+                return f"its end marker at byte {pos} is not two zero blocks and nothing else"
+            return None
+        if _octal(header[148:156]) not in _header_sums(header):
+            return f"the header at byte {pos} has a wrong checksum"
+        size_field = header[124:136]
+        if size_field[0] & 0x80:  # base-256 for sizes of 8 GiB and more
+            size = int.from_bytes(size_field[1:], "big")
+        else:
+            octal = _octal(size_field)
+            if octal is None:
+                return f"the header at byte {pos} has no octal size"
+            size = octal
+        pos += _BLOCK + -(-size // _BLOCK) * _BLOCK
+        if pos > len(data):
+            return f"it ends inside a member's bytes ({len(data)} of at least {pos + len(_TAR_END)} bytes)"
+
+
+def _octal(field: bytes) -> int | None:
+    """A tar header's octal number field, or None if it holds something else."""
+    digits = field.strip(b" \0")
+    if not digits or not all(48 <= c <= 55 for c in digits):
+        return None
+    return int(digits, 8)
+
+
+def _header_sums(header: bytes) -> tuple[int, int]:
+    """A header's checksums, unsigned and signed (old writers), its checksum field counted as spaces."""
+    rest = header[:148] + b" " * 8 + header[156:]
+    return sum(rest), sum(c - 256 if c > 127 else c for c in rest)
 
 
 def _make_tar(members: Iterable[tuple[str, bytes]]) -> bytes:
