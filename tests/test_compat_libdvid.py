@@ -20,7 +20,7 @@ import lz4.block
 import numpy as np
 import pytest
 
-from dvid_store import DvidInputError, MalformedAnswerError, Node, UnsupportedError
+from dvid_store import DvidInputError, MalformedAnswerError, Node, RetryPolicy, UnsupportedError
 from dvid_store.codecs import encode_gzipped_label_block
 from dvid_store.compat.libdvid import (
     BlockZYX,
@@ -54,7 +54,10 @@ SEED_METHODS = [
 
 #: Their Python signatures in libdvid's bindings: argument order and defaults.
 SIGNATURES = {
-    "__init__": "(web_addr, uuid, user='anonymous', app='libdvid', resource_server='', resource_port=0)",
+    "__init__": (
+        "(web_addr, uuid, user='anonymous', app='libdvid', resource_server='', resource_port=0, *, timeout=None, "
+        "retry=None, deadline=None)"
+    ),
     "create_keyvalue": "(instance_name)",
     "put": "(instance_name, key, value_bytes)",
     "get": "(instance_name, key)",
@@ -84,7 +87,7 @@ SIGNATURES = {
     "update_vertices": "(graph_name, vertices)",
     "update_edges": "(graph_name, vertices)",
     "get_typeinfo": "(datatype_name)",
-    "custom_request": "(endpoint, payload, method, compress=False, datasize=1, timeout=120)",
+    "custom_request": "(endpoint, payload, method, compress=False, datasize=1, timeout=None)",
 }
 
 
@@ -110,8 +113,9 @@ def test_every_seed_method_exists_with_libdvids_signature() -> None:
     assert sorted(SIGNATURES) == sorted(["__init__", *SEED_METHODS])
     for name, expected in SIGNATURES.items():
         parameters = list(inspect.signature(getattr(DVIDNodeService, name)).parameters.values())[1:]
-        shown = "(" + ", ".join(str(p).split(":")[0] + (f"={p.default!r}" if p.default is not p.empty else "")
-                                for p in parameters) + ")"
+        shown = "(" + ", ".join(("*, " if p.kind is p.KEYWORD_ONLY and p is next(
+            q for q in parameters if q.kind is q.KEYWORD_ONLY) else "") + str(p).split(":")[0]
+            + (f"={p.default!r}" if p.default is not p.empty else "") for p in parameters) + ")"
         assert shown == expected, name
 
 
@@ -377,8 +381,8 @@ def test_server_service_and_connection(dvid_server, dvid_node, monkeypatch) -> N
     monkeypatch.setenv("DVID_ADMIN_TOKEN", dvid_server.admin_token)  # DVID v1.0.0 creates repos with it only
     uuid = DVIDServerService(host).create_new_repo("libdvid-port", "made by DVIDServerService")
     assert len(uuid) == 32 and DVIDNodeService(host, uuid).get_uuid() == uuid
-    with pytest.raises(DVIDException) as unreachable:
-        DVIDServerService("127.0.0.1:9")
+    with pytest.raises(DVIDException) as unreachable:  # bounded: no retry of the refused connection
+        DVIDServerService("127.0.0.1:9", retry=RetryPolicy(total_seconds=0))
     assert unreachable.value.status == 0
     connection = DVIDConnection(host, "me@foo.com", "myapp")
     assert connection.get_addr() == host and connection.get_uri_root() == host + "/api"
@@ -475,3 +479,64 @@ def test_refusals_before_sending(dvid_node, service) -> None:
     with pytest.raises(ErrMsg, match="not labels"):
         service.get_labels3D("kv", (1, 1, 1), (0, 0, 0))
     assert isinstance(ErrMsg("x"), Exception) and not isinstance(ErrMsg("x"), DvidInputError)
+
+
+def test_limits_bound_every_call(dvid_server, dvid_node, dvid_fault_proxy) -> None:
+    """libdvid had a fixed 120 s timeout; the keyword-only timeout, retry and deadline bound a port's calls."""
+    host = host_of(dvid_server)
+    default = DVIDNodeService(host, dvid_node.uuid)
+    transport = default._client.transport
+    assert transport.timeout == (5.0, 120.0) and transport.retry == RetryPolicy()  # libdvid's timeout by default
+    policy = RetryPolicy(total_seconds=0)
+    bounded = DVIDNodeService(dvid_fault_proxy.address, dvid_node.uuid, "u", "a", timeout=1.0, retry=policy,
+                              deadline=5.0)
+    transport = bounded._client.transport
+    assert (transport.timeout, transport.retry, transport.deadline) == ((1.0, 1.0), policy, 5.0)
+    bounded.create_keyvalue("kv")
+    bounded.put("kv", "a", b"value")
+    # a stalled answer ends at the service's read timeout, for custom_request too (libdvid waited 120 s)
+    dvid_fault_proxy.inject("stall", times=None, match="/kv/key")
+    with pytest.raises(DVIDException) as stalled:
+        bounded.custom_request("/kv/key/a", b"", ConnectionMethod.GET)
+    assert stalled.value.status == 0 and "timed out" in stalled.value.message.lower()
+    with pytest.raises(DVIDException):
+        bounded.custom_request("/kv/key/a", b"", ConnectionMethod.GET, timeout=0.5)  # a call's own timeout
+    connection = DVIDConnection(dvid_fault_proxy.address, timeout=(1.0, 2.0), retry=policy, deadline=5.0)
+    assert (connection._client.transport.timeout, connection._client.transport.deadline) == ((1.0, 2.0), 5.0)
+    with pytest.raises(DVIDException) as also_stalled:
+        connection.make_request(f"/node/{dvid_node.uuid}/kv/key/a", ConnectionMethod.GET)
+    assert also_stalled.value.status == 0
+    server = DVIDServerService(host, timeout=2.0, retry=policy, deadline=5.0)
+    assert (server._client.transport.timeout, server._client.transport.deadline) == ((2.0, 2.0), 5.0)
+
+
+def test_seed_defaults_reach_dvid(dvid_node, dvid_fault_proxy) -> None:
+    """The seed's defaults, as DVID receives them: throttle=True on volume calls, LZ4 for labels, raw gray."""
+    service = DVIDNodeService(dvid_fault_proxy.address, dvid_node.uuid)
+    service.create_grayscale8("gray")
+    service.create_labelblk("labels")
+    gray = np.random.default_rng(4).integers(0, 255, (32, 32, 32), dtype=np.uint8)
+    labels = np.random.default_rng(5).integers(1, 2**40, (32, 32, 32), dtype=np.uint64)
+
+    def sent(call: Callable[[], object]) -> list[str]:
+        dvid_fault_proxy.clear(log=True)
+        call()
+        return [f"{r.method} {r.path}" for r in dvid_fault_proxy.log if "/info" not in r.path]
+
+    def query(line: str) -> set[str]:
+        return set(line.partition("?")[2].split("&"))
+
+    (put,) = sent(lambda: service.put_gray3D("gray", gray, (0, 0, 0)))
+    assert put.startswith("POST ") and "/gray/raw/0_1_2/32_32_32/0_0_0" in put and "throttle=true" in query(put)
+    (get,) = sent(lambda: np.testing.assert_array_equal(service.get_gray3D("gray", (32, 32, 32), (0, 0, 0)), gray))
+    assert "/gray/raw/" in get and "throttle=true" in query(get)  # compress=False: uncompressed voxels
+    (get,) = sent(lambda: service.get_gray3D("gray", (32, 32, 32), (0, 0, 0), True, True))
+    assert "/gray/subvolblocks/" in get and "throttle=true" in query(get)  # compress=True: the stored blocks
+    (put,) = sent(lambda: service.put_labels3D("labels", labels, (0, 0, 0)))
+    assert "/labels/raw/" in put and {"throttle=true", "compression=lz4"} <= query(put)
+    assert "mutate=true" not in query(put)  # mutate=False by default
+    (get,) = sent(lambda: np.testing.assert_array_equal(
+        service.get_labels3D("labels", (30, 31, 32), (1, 1, 0)), labels[1:31, 1:32, :]))
+    assert "/labels/raw/" in get and {"throttle=true", "compression=lz4"} <= query(get)
+    (get,) = sent(lambda: service.get_labels3D("labels", (30, 31, 32), (1, 1, 0), True, False))
+    assert "compression=lz4" not in query(get)

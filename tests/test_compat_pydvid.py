@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dvid_store import DvidHTTPError, DvidInputError, Node, RetryPolicy, ServerBusyError, UnsupportedError, Voxels
+from dvid_store import (
+    DvidConnectionError,
+    DvidHTTPError,
+    DvidInputError,
+    Node,
+    RetryPolicy,
+    ServerBusyError,
+    UnsupportedError,
+    Voxels,
+)
 from dvid_store.compat.pydvid import dvid_connection, errors, general, keyvalue, labelgraph, voxels
 from dvid_store.compat.pydvid.errors import DvidHttpError, UnexpectedResponseError
 from dvid_store.compat.pydvid.voxels import RoiMaskAccessor, VoxelsAccessor, VoxelsMetadata
@@ -455,3 +464,29 @@ def test_errors_are_pydvids_and_dvid_stores(dvid_server, dvid_node) -> None:
     restored = pickle.loads(pickle.dumps(error))
     assert type(restored) is DvidHttpError and restored.status_code == 400
     assert issubclass(UnexpectedResponseError, DvidHTTPError)
+
+
+def test_a_dvid_connection_bounds_every_call(dvid_server, dvid_node, dvid_fault_proxy: FaultProxy) -> None:
+    """pydvid bounded calls only by the connection's timeout; a DvidConnection also takes a retry policy,
+    a deadline and the app name, for the module functions and the accessor alike."""
+    policy = RetryPolicy(total_seconds=0)
+    connection = dvid_connection.DvidConnection(dvid_fault_proxy.address, 1.0, retry=policy, deadline=5.0,
+                                                app="my-script")
+    client = dvid_connection.client_for(connection)
+    assert (client.transport.timeout, client.transport.retry, client.transport.deadline) == ((1.0, 1.0), policy, 5.0)
+    assert client.transport.app == "my-script"
+    assert dvid_connection.client_for(dvid_connection.DvidConnection(dvid_fault_proxy.address, 1.0)) is not client
+    keyvalue.create_new(connection, dvid_node.uuid, "kv")
+    keyvalue.put_value(connection, dvid_node.uuid, "kv", "a", b"value")
+    dvid_fault_proxy.inject("stall", times=None, match="/kv/keyvalues")
+    # ends at the read timeout (no retry in the policy); a lost connection is an OSError, as pydvid's socket errors
+    with pytest.raises(DvidConnectionError, match="timed out") as stalled:
+        keyvalue.get_value(connection, dvid_node.uuid, "kv", "a")
+    assert isinstance(stalled.value, OSError)
+    # the accessor: the connection's timeout, deadline and app; its retry policy from retry_timeout
+    Voxels.create(dvid_node, "g", np.uint8).write(np.full((32, 32, 32), 8, np.uint8), (0, 0, 0))
+    accessor = VoxelsAccessor(connection, dvid_node.uuid, "g", retry_timeout=2.0, retry_interval=0.1)
+    transport = accessor._client.transport
+    assert (transport.timeout, transport.deadline, transport.app) == ((1.0, 1.0), 5.0, "my-script")
+    assert transport.retry == RetryPolicy(total_seconds=2.0, backoff_base=0.1, backoff_cap=0.1)
+    assert (accessor[0, 0:32, 0:32, 0:32] == 8).all()

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 from ...client import DvidClient
 from ...errors import DvidInputError
+from ...transport import RetryPolicy
 from ._errors import DVIDException, ErrMsg, libdvid_errors
 from ._types import ConnectionMethod
 
@@ -20,8 +21,23 @@ DEFAULT_TIMEOUT = 120
 _ANY_ERROR_STATUS = tuple(range(300, 600))
 
 
-def client(address: str, user: str, app: str, resource_server: str = "", resource_port: int = 0) -> DvidClient:
-    """A :class:`~dvid_store.DvidClient` as libdvid configured its connections (user, app, 120 s timeout)."""
+def client(
+    address: str,
+    user: str,
+    app: str,
+    resource_server: str = "",
+    resource_port: int = 0,
+    *,
+    timeout: float | tuple[float, float] | None = None,
+    retry: RetryPolicy | None = None,
+    deadline: float | None = None,
+) -> DvidClient:
+    """A :class:`~dvid_store.DvidClient` as libdvid configured its connections (user, app, 120 s timeout).
+
+    ``timeout`` (a number: connect and read; or a ``(connect, read)`` pair), ``retry``
+    and ``deadline`` are dvid_store's limits, for callers that bound their calls
+    (libdvid had only its fixed timeout).
+    """
     if resource_server:
         warnings.warn(
             f"libdvid's resource manager ({resource_server}:{resource_port}) is not used: DVID's own throttle "
@@ -29,7 +45,11 @@ def client(address: str, user: str, app: str, resource_server: str = "", resourc
             UserWarning,
             stacklevel=3,
         )
-    return DvidClient(address.rstrip("/"), user=user, app=app, timeout=(5.0, float(DEFAULT_TIMEOUT)))
+    options: dict[str, Any] = {"retry": retry}
+    options["timeout"] = (5.0, float(DEFAULT_TIMEOUT)) if timeout is None else timeout
+    if deadline is not None:
+        options["deadline"] = float(deadline)
+    return DvidClient(address.rstrip("/"), user=user, app=app, **options)
 
 
 def method_name(method: Any) -> str:
@@ -64,6 +84,11 @@ class DVIDConnection:
         Sent as ``u=`` and ``app=`` on every request.
     resource_server, resource_port
         libdvid's resource manager: not used (a warning says so).
+    timeout, retry, deadline
+        dvid_store's limits (keywords only; libdvid had none): the connect and read
+        timeout (a number, or a ``(connect, read)`` pair; default libdvid's 120 s
+        read timeout), the :class:`~dvid_store.RetryPolicy` of requests that are
+        safe to repeat, and the seconds one call may take in all.
     """
 
     def __init__(
@@ -73,9 +98,16 @@ class DVIDConnection:
         app: str = "libdvid",
         resource_server: str = "",
         resource_port: int = 0,
+        *,
+        timeout: float | tuple[float, float] | None = None,
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._addr = server_address.rstrip("/")
-        self._client = client(server_address, user, app, resource_server, resource_port)
+        self._client = client(
+            server_address, user, app, resource_server, resource_port, timeout=timeout, retry=retry,
+            deadline=deadline,
+        )
 
     def get_addr(self) -> str:
         """The server address as given (without trailing slashes)."""
@@ -88,7 +120,7 @@ class DVIDConnection:
     @libdvid_errors
     def make_head_request(self, endpoint: str) -> int:
         """``HEAD`` of ``/api<endpoint>``; returns the status (a lost connection raises :class:`DVIDException`)."""
-        return self._send(endpoint, "HEAD", None, DEFAULT_TIMEOUT, check=False)[0]
+        return self._send(endpoint, "HEAD", None, None, check=False)[0]
 
     @libdvid_errors
     def make_request(
@@ -96,11 +128,14 @@ class DVIDConnection:
         endpoint: str,
         method: Any,
         payload: Any = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         datasize: int = 1,
         checkHttpErrors: bool = True,
     ) -> tuple[int, bytes, str]:
         """Send a request to ``/api<endpoint>`` and return ``(status, body, error message)``.
+
+        ``timeout`` (seconds) is this request's connect and read timeout; default:
+        the connection's (libdvid's 120 s unless the connection was given one).
 
         With ``checkHttpErrors`` (default) any status but 200 raises
         :class:`DVIDException`; without it the status is returned. ``datasize`` only
@@ -111,7 +146,7 @@ class DVIDConnection:
         return status, body, ""
 
     def _send(
-        self, endpoint: str, method: str, payload: bytes | None, timeout: float, *, check: bool
+        self, endpoint: str, method: str, payload: bytes | None, timeout: float | None, *, check: bool
     ) -> tuple[int, bytes]:
         path, _, query = endpoint.partition("?")
         if not path.startswith("/"):
@@ -121,7 +156,7 @@ class DVIDConnection:
             "data": payload,
             "allow_status": () if check else _ANY_ERROR_STATUS,
             "expect_empty": False,
-            "timeout": (float(timeout), float(timeout)),
+            "timeout": None if timeout is None else (float(timeout), float(timeout)),
         }
         transport = self._client.transport
         if method == "HEAD":
@@ -150,11 +185,22 @@ class DVIDServerService:
         e.g. ``"localhost:8000"``.
     user, app : str
         Sent as ``u=`` and ``app=`` on every request.
+    timeout, retry, deadline
+        dvid_store's limits, keywords only (see :class:`DVIDConnection`).
     """
 
     @libdvid_errors
-    def __init__(self, server_address: str, user: str = "anonymous", app: str = "libdvid") -> None:
-        self._client = client(server_address, user, app)
+    def __init__(
+        self,
+        server_address: str,
+        user: str = "anonymous",
+        app: str = "libdvid",
+        *,
+        timeout: float | tuple[float, float] | None = None,
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self._client = client(server_address, user, app, timeout=timeout, retry=retry, deadline=deadline)
         self._client.server_info()
 
     @libdvid_errors

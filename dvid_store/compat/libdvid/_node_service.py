@@ -27,7 +27,8 @@ from ...datatypes.voxels import Voxels
 from ...errors import DvidError, DvidInputError, UnknownNodeError
 from ...geometry import Box, as_zyx
 from ...node import Node
-from ._connection import DEFAULT_TIMEOUT, client, method_name, payload_bytes
+from ...transport import RetryPolicy
+from ._connection import client, method_name, payload_bytes
 from ._errors import DVIDException, ErrMsg, LabelgraphRemovedError, libdvid_errors
 from ._types import BlockZYX, Edge, Slice2D, SubstackZYX, Vertex
 
@@ -54,6 +55,12 @@ class DVIDNodeService:
         Sent as ``u=`` and ``app=`` on every request.
     resource_server, resource_port
         libdvid's resource manager: not used (a warning says so).
+    timeout, retry, deadline
+        dvid_store's limits, keywords only (libdvid had none but its fixed 120 s
+        timeout): the connect and read timeout (a number, or a ``(connect, read)``
+        pair), the :class:`~dvid_store.RetryPolicy` of requests that are safe to
+        repeat, and the seconds one call may take in all, retries included. Tokens
+        come from ``$DVID_TOKEN`` and ``$DVID_ADMIN_TOKEN``.
     """
 
     @libdvid_errors
@@ -65,8 +72,14 @@ class DVIDNodeService:
         app: str = "libdvid",
         resource_server: str = "",
         resource_port: int = 0,
+        *,
+        timeout: float | tuple[float, float] | None = None,
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
     ) -> None:
-        self._client = client(web_addr, user, app, resource_server, resource_port)
+        self._client = client(
+            web_addr, user, app, resource_server, resource_port, timeout=timeout, retry=retry, deadline=deadline
+        )
         self._blocksizes: dict[str, int] = {}
         self._node = _resolve(self._client, uuid)
 
@@ -106,14 +119,19 @@ class DVIDNodeService:
         method: Any,
         compress: bool = False,
         datasize: int = 1,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
     ) -> bytes:
         """Any request to ``/api/node/<uuid><endpoint>``; returns the answer's body.
 
         ``compress=True`` adds ``compression=lz4``, compresses a POST/PUT payload and
         decompresses a GET answer, as libdvid did. ``datasize`` only served libdvid's
-        resource manager and is ignored. Statuses other than 2xx raise
-        :class:`DVIDException`.
+        resource manager and is ignored. ``timeout`` (seconds) is this request's
+        connect and read timeout; default: the service's (libdvid's 120 s unless the
+        service was given one). Statuses other than 2xx raise :class:`DVIDException`.
+
+        The body of a 2xx answer is returned unchecked, as libdvid returned it: this
+        call knows no format to check it against (a 200 answer from something other
+        than DVID, such as a proxy's page, comes back as data).
         """
         name = method_name(method)
         body = payload_bytes(payload)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import re
 import threading
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ...client import DvidClient
@@ -36,11 +37,29 @@ class DvidConnection:
         The DVID server, e.g. ``"emdata1:8000"`` or ``"localhost:8000"``.
     timeout : float, optional
         Seconds to wait for a connection and for each answer.
+    retry : RetryPolicy, optional
+        How long to retry failures that are safe to retry (default: dvid_store's,
+        30 s); ``VoxelsAccessor`` sets its own from ``retry_timeout``.
+    deadline : float, optional
+        Seconds one call may take in all, retries included (default: dvid_store's).
+    app : str
+        Sent as ``app=`` on every request.
     """
 
-    def __init__(self, hostname: str, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        hostname: str,
+        timeout: float | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
+        app: str = "pydvid",
+    ) -> None:
         self.hostname = hostname
         self.timeout = timeout
+        self.retry = retry
+        self.deadline = deadline
+        self.app = app
 
     def __repr__(self) -> str:
         return f"DvidConnection({self.hostname!r}, timeout={self.timeout!r})"
@@ -49,21 +68,32 @@ class DvidConnection:
         """Nothing to close: the clients made from it pool their connections themselves."""
 
 
-_clients: dict[tuple[str, float | None, RetryPolicy | None], DvidClient] = {}
+@dataclass(frozen=True)
+class _Settings:
+    """What a pydvid connection argument says about the client to use."""
+
+    url: str
+    timeout: float | None = None
+    retry: RetryPolicy | None = None
+    deadline: float | None = None
+    app: str = APP
+
+
+_clients: dict[_Settings, DvidClient] = {}
 _clients_lock = threading.Lock()
 
 
-def _address(connection: Any) -> tuple[str, float | None]:
-    """``(url, timeout)`` of a pydvid connection argument."""
+def _settings(connection: Any) -> _Settings:
+    """The client settings of a pydvid connection argument."""
     if isinstance(connection, str):
-        return connection, None
+        return _Settings(connection)
     if isinstance(connection, DvidConnection):
-        return connection.hostname, connection.timeout
+        return _Settings(connection.hostname, connection.timeout, connection.retry, connection.deadline, connection.app)
     if isinstance(connection, http.client.HTTPConnection):
         scheme = "https" if isinstance(connection, http.client.HTTPSConnection) else "http"
         host = connection.host if ":" not in connection.host else f"[{connection.host}]"
         timeout = connection.timeout if isinstance(connection.timeout, (int, float)) else None
-        return f"{scheme}://{host}:{connection.port}", timeout
+        return _Settings(f"{scheme}://{host}:{connection.port}", timeout)
     raise DvidInputError(
         f"a pydvid connection is an http.client.HTTPConnection, a DvidConnection or a 'host:port' string, "
         f"not {type(connection).__name__}"
@@ -71,24 +101,29 @@ def _address(connection: Any) -> tuple[str, float | None]:
 
 
 def client_for(connection: Any, retry: RetryPolicy | None = None) -> DvidClient:
-    """The :class:`~dvid_store.DvidClient` for a pydvid connection argument (one per address, timeout and policy).
+    """The :class:`~dvid_store.DvidClient` for a pydvid connection argument (one per set of settings).
 
     Parameters
     ----------
     connection : http.client.HTTPConnection, DvidConnection or str
-        Where the server is; a connection's timeout becomes the client's.
+        Where the server is; a connection's timeout becomes the client's (and a
+        :class:`DvidConnection`'s retry policy, deadline and app too).
     retry : RetryPolicy, optional
-        The retry policy (default: the client's).
+        The retry policy, in place of the connection's (default: the connection's,
+        else the client's).
     """
-    url, timeout = _address(connection)
-    key = (url, timeout, retry)
+    key = _settings(connection)
+    if retry is not None:
+        key = replace(key, retry=retry)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            options: dict[str, Any] = {"app": APP, "retry": retry}
-            if timeout:
-                options["timeout"] = float(timeout)
-            client = _clients[key] = DvidClient(url, **options)
+            options: dict[str, Any] = {"app": key.app, "retry": key.retry}
+            if key.timeout:
+                options["timeout"] = float(key.timeout)
+            if key.deadline is not None:
+                options["deadline"] = float(key.deadline)
+            client = _clients[key] = DvidClient(key.url, **options)
     return client
 
 
