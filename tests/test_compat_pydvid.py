@@ -104,8 +104,8 @@ def test_the_readme_example_runs_and_gives_pydvids_results(dvid_server, dvid_nod
     printed_repos, axes_line = out.rsplit("}\n", 1)
     assert printed_repos + "}" == json.dumps(listing, indent=4)
     assert ns["dataset_details"] == listing and listing[dvid_node.uuid]["Root"] == dvid_node.uuid
-    # the accessor of a new, empty volume: what pydvid printed
-    assert axes_line == "cxyz uint8 (0, 0, 0, 0) (4, None, None, None)\n"
+    # the accessor of a new, empty volume: what pydvid printed (Size + Offset of DVID's metadata: 0 + 0)
+    assert axes_line == "cxyz uint8 (0, 0, 0, 0) (4, 0, 0, 0)\n"
     # create_new made DVID's 4-channel type with pydvid's geometry (32³ blocks, voxel size 1.0)
     vol = dvid_node.voxels("my_volume")
     assert vol.typename == "rgba8blk" and vol.block_shape == (32, 32, 32)
@@ -275,7 +275,7 @@ def test_single_channel_and_label_volumes(dvid_server, dvid_node) -> None:
     new_volume(dvid_server, dvid_node, "gray", 1, np.uint16)
     gray = VoxelsAccessor(host, dvid_node.uuid, "gray")
     assert dvid_node.voxels("gray").typename == "uint16blk"
-    assert (gray.axiskeys, gray.dtype, gray.shape) == ("cxyz", np.dtype(np.uint16), (1, None, None, None))
+    assert (gray.axiskeys, gray.dtype, gray.shape) == ("cxyz", np.dtype(np.uint16), (1, 0, 0, 0))
     values = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(1, 5, 6, 7)
     gray[:, 1:6, 2:8, 3:10] = values
     np.testing.assert_array_equal(gray[:, 1:6, 2:8, 3:10], values)
@@ -291,13 +291,18 @@ def test_single_channel_and_label_volumes(dvid_server, dvid_node) -> None:
         labels[:, 0:10, 0:10, 0:10] = np.zeros((1, 10, 10, 10), np.uint64)
 
 
-def test_open_stops_need_a_stored_box(dvid_server, dvid_node) -> None:
+def test_open_bounds_of_an_empty_volume(dvid_server, dvid_node) -> None:
+    """Nothing stored: pydvid's shape is 0 on every axis, so open stops select nothing, as numpy would."""
     new_volume(dvid_server, dvid_node, "empty", 1, np.uint8)
     empty = VoxelsAccessor(host_of(dvid_server), dvid_node.uuid, "empty")
-    with pytest.raises(DvidInputError, match="no stored bounding box"):
-        empty[:, 5:, 0:1, 0:1]
+    assert (empty.minindex, empty.shape) == ((0, 0, 0, 0), (1, 0, 0, 0))
+    sent = empty._client.transport.requests_sent
+    assert empty[:].shape == (1, 0, 0, 0) and empty[:, 5:, 0:1, 0:1].shape == (1, 0, 1, 1)
+    assert empty._client.transport.requests_sent == sent  # empty selections send nothing
     assert empty[:, :2, 0:3, 0:4].shape == (1, 2, 3, 4)  # an open start is 0; never written: zeros
     assert not empty[:, 0:2, 0:3, 0:4].any()
+    empty[:, 0:2, 0:3, 0:4] = np.full((1, 2, 3, 4), 7, np.uint8)
+    assert empty.shape == (1, 32, 32, 32) and (empty[:, 0:2, 0:3, 0:4] == 7).all()  # DVID stores whole blocks
 
 
 def test_query_args_throttle_and_roi(dvid_server, dvid_node) -> None:
@@ -321,7 +326,7 @@ def test_query_args_throttle_and_roi(dvid_server, dvid_node) -> None:
     got = mask[:, 0:64, 0:40, -8:8]
     assert got.shape == (1, 64, 40, 16)
     assert (got[:, :32, :32, 8:] == 1).all() and not got[:, :32, :32, :8].any() and not got[:, 32:].any()
-    with pytest.raises(DvidInputError, match="no stored bounding box"):
+    with pytest.raises(DvidInputError, match="no bounding box"):
         mask[:]
     with pytest.raises(UnsupportedError, match="post_mask"):
         mask[:, 0:32, 0:32, 0:32] = np.ones((1, 32, 32, 32), np.uint8)

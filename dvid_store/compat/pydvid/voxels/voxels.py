@@ -159,8 +159,8 @@ def metadata_of(volume: VolumeInstance | Roi) -> VoxelsMetadata:
 
 
 def mask_metadata() -> VoxelsMetadata:
-    """pydvid's metadata of an roi mask: one uint8 channel, x, y, z, no size."""
-    axes = [{"Label": label, "Resolution": 1, "Units": "", "Size": 0, "Offset": 0} for label in "XYZ"]
+    """pydvid's metadata of an roi mask: one uint8 channel, x, y, z, no size (an roi has no bounding box)."""
+    axes = [{"Label": label, "Resolution": 1, "Units": "", "Size": None, "Offset": 0} for label in "XYZ"]
     return VoxelsMetadata({"Axes": axes, "Properties": {"Values": [{"DataType": "uint8", "Label": "roi-mask"}]}})
 
 

@@ -116,7 +116,7 @@ class VoxelsAccessor:
     # ------------------------------------------------------------ metadata
     @property
     def shape(self) -> tuple[int | None, ...]:
-        """The stop of the stored bounding box, ``(channels, x, y, z)``; ``None`` before anything is stored."""
+        """The stop of the stored bounding box, ``(channels, x, y, z)``; 0s before anything is stored, as in pydvid."""
         return self.voxels_metadata.shape
 
     @property
@@ -220,7 +220,7 @@ class VoxelsAccessor:
         high = self.shape[axis]
         if high is None:
             raise DvidInputError(
-                f"{self.data_name!r} has no stored bounding box along {self.axiskeys[axis]}, so an open stop "
+                f"{self.data_name!r} has no bounding box along {self.axiskeys[axis]}, so an open stop "
                 "(':' or 'a:') cannot be resolved; give the stop coordinate"
             )
         return int(high)

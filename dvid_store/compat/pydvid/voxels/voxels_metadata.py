@@ -84,7 +84,8 @@ class VoxelsMetadata(dict[str, Any]):
         minindex: list[int | None] = [0]
         for size, offset, _ in spatial:
             minindex.append(None if size is None else int(offset or 0))
-            shape.append(int(size) + int(offset or 0) if size else None)
+            # As pydvid: Size + Offset, so a volume with nothing stored (DVID's Size 0) has shape 0.
+            shape.append(None if size is None else int(size) + int(offset or 0))
         self._shape = tuple(shape)
         self._minindex = tuple(minindex)
         self._axiskeys = "c" + "".join(label.lower() for _, _, label in spatial)
@@ -92,7 +93,11 @@ class VoxelsMetadata(dict[str, Any]):
     # ----------------------------------------------------------- properties
     @property
     def shape(self) -> tuple[int | None, ...]:
-        """The stop of the stored bounding box, channel first: ``(channels, x, y, z)``; ``None`` where unknown."""
+        """The stop of the stored bounding box, channel first: ``(channels, x, y, z)``.
+
+        As in pydvid, ``Size + Offset`` of each axis: 0 for a volume with nothing stored
+        (DVID's ``Size`` 0); ``None`` where the metadata has no ``Size`` (an roi mask).
+        """
         return self._shape
 
     @shape.setter
