@@ -17,6 +17,9 @@ What the v1.0.0 server really does (checked against it by the tests)
   instead. Elements posted *before* the sync was set are not indexed by label.
 * Deleting or moving a point where no element exists is a 400 "Did not find
   element"; the client raises :class:`NotFoundError` for it.
+* ``POST /elements`` panics (500, nothing stored) when one element of the request
+  carries a tag that the request takes off another element;
+  :meth:`Annotations.post` then posts one request per set of tags.
 * An empty box answers ``null``; returned here as ``[]``. Elements listed by label
   or tag carry ``"Rels"`` only with ``relationships=True``, and elements stored
   without ``"Prop"`` may come back with ``"Prop": null``.
@@ -71,7 +74,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ..errors import BadRequestError, DvidInputError, NotFoundError
+from ..errors import BadRequestError, DvidError, DvidInputError, MalformedAnswerError, NotFoundError, ServerError
 from ..geometry import Box, aligned_box, as_box, as_zyx, box_shape, xyz_string
 from ._frames import pandas
 from ._progress import map_threaded
@@ -96,6 +99,8 @@ KINDS = ("PreSyn", "PostSyn", "Gap", "Note", "Unknown")
 RELATIONS = ("PreSynTo", "PostSynTo", "ConvergentTo", "GroupedWith", "UnknownRelationship")
 
 _INT32 = (-(2**31), 2**31 - 1)
+#: DVID v1.0.0's panic on a POST /elements that adds a tag to one element and removes it from another.
+_TAG_PANIC = "assignment to entry in nil map"
 
 #: The fixed leading columns of an element DataFrame; property columns follow.
 FRAME_COLUMNS = ("z", "y", "x", "kind", "tags")
@@ -334,12 +339,57 @@ class Annotations(Instance):
         elements : iterable of dict
             DVID-shaped elements (see :func:`element`); all are checked before
             anything is sent.
+
+        Notes
+        -----
+        One request, which DVID stores all or nothing. Where DVID v1.0.0 panics on
+        it because it adds a tag to one element and removes that tag from another
+        (nothing is stored then), the elements are posted again in one request per
+        set of tags; should one of those fail, its error says how many elements
+        were stored.
         """
         batch = [_checked(e, i) for i, e in enumerate(elements)]
         if not batch:
             return
         self.require_writable("posting annotations")
-        self.transport.request("POST", self.path("elements"), json=batch, idempotent=True)
+        try:
+            self.transport.request("POST", self.path("elements"), json=batch, idempotent=True)
+            return
+        except ServerError as exc:
+            if isinstance(exc, MalformedAnswerError) or _TAG_PANIC not in exc.message:
+                raise
+        # Outside the except block: the panic is not chained to what the groups raise.
+        self._post_by_tag_set(batch)
+
+    def _post_by_tag_set(self, batch: list[dict[str, Any]]) -> None:
+        """Post ``batch`` in one request per set of tags, after DVID v1.0.0's tag panic.
+
+        DVID panics ("assignment to entry in nil map", a 500, nothing stored) on a
+        ``POST /elements`` in which one element carries a tag that the request takes
+        off another (e.g. a frame posted back with some rows retagged). Elements that
+        all carry the same tags cannot do that to each other.
+        """
+        groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for e in batch:
+            groups.setdefault(frozenset(e["Tags"]), []).append(e)
+        stored = 0
+        failure: DvidError | None = None
+        for group in groups.values():
+            try:
+                self.transport.request("POST", self.path("elements"), json=group, idempotent=True)
+            except DvidError as exc:
+                failure = exc
+                break
+            stored += len(group)
+        if failure is None:
+            return
+        if stored:
+            failure.add_note(
+                f"posted in {len(groups)} requests, one per set of tags (DVID v1.0.0 panics on a request "
+                f"that adds a tag to one element and removes it from another): {stored} of the {len(batch)} "
+                "elements are stored and the others are not; post them all again"
+            )
+        raise failure
 
     def post_frame(self, points: Any, partners: Any = None) -> None:
         """Add the elements of a DataFrame (and their synaptic relationships); see :func:`elements_from_frame`.

@@ -49,6 +49,11 @@ What the v1.0.0 server does (checked against it by the tests)
 * ``POST /key`` takes ``conditionals=`` (the help text says ``conditional``).
 * With a ``json_schema`` stored, writes are validated against it, and a string
   where the schema wants an integer is converted when it holds digits.
+* Integers are kept exactly as fields from -2**63 to 2**64-1 and as items of a
+  field's list from -2**63 to 2**63-1; elsewhere DVID keeps numbers as 64-bit floats
+  and writes them back in the fewest digits, so an integer beyond 2**53 there comes
+  back different (2**55 as 36028797018963970). Writes holding an integer DVID would
+  change are refused before sending.
 * Deleting a missing annotation succeeds silently. At the version kept in memory
   a deleted body stays in ``/keys`` (:meth:`Neuronjson.keys` checks them), and
   ``/query`` answers ``{}`` for it when the query asks for an unset field (left out).
@@ -80,6 +85,10 @@ SCHEMAS = ("json_schema", "schema", "schema_batch")
 #: Fields DVID adds itself to ``bodyid`` on replacing writes; never shown.
 _BODYID_STAMPS = ("bodyid_user", "bodyid_time")
 _STAMPS = ("_user", "_time")
+#: Integers up to this size are exact in float64.
+_FLOAT_INTS = 2**53
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT64_MAX = 2**64 - 1
 
 
 class Neuronjson(Instance):
@@ -310,7 +319,10 @@ class Neuronjson(Instance):
             ``_time`` columns when shown), else every field sorted by name. Column
             dtypes are what pandas infers from the JSON values (``str`` for strings,
             ``int64`` / ``float64`` for numbers, ``object`` for lists, mixed values
-            and fields some annotations lack are ``NaN`` / ``None``).
+            and fields some annotations lack are ``NaN`` / ``None``), except that a
+            column pandas would make ``float64`` stays ``object`` (exact values,
+            ``None`` where missing) when it holds an integer beyond 2**53, which
+            float64 would round.
         """
         pd = pandas("Neuronjson.to_frame()")
         return _frame(pd, self.all(show=show, fields=fields), fields, show)
@@ -524,7 +536,44 @@ def _encode(key: str, annotation: Any) -> bytes:
     if given is not None and (not _is_int(given) or int(given) != int(key)):
         raise DvidInputError(f"the annotation of body {key} has bodyid {given!r}; it must be {key} or left out")
     fields["bodyid"] = int(key)  # DVID's /all lists only annotations with a bodyid
+    rounded = next(_rounded_ints(fields), None)
+    if rounded is not None:
+        where, value = rounded
+        raise DvidInputError(
+            f"the annotation of body {key} holds the integer {value} at {where}, which DVID v1.0.0 would read "
+            "back changed: it keeps a field's integers exactly from -2**63 to 2**64-1, the items of a field's "
+            "list from -2**63 to 2**63-1, and deeper numbers as 64-bit floats (integers exact up to 2**53). "
+            "Store it as a string"
+        )
     return _dumps(fields, f"the annotation of body {key}")
+
+
+def _rounded_ints(fields: Mapping[str, Any]) -> Iterator[tuple[str, int]]:
+    """Integers DVID v1.0.0 would read back changed (see the module notes), with where they are."""
+    for name, value in fields.items():
+        if _is_int(value):
+            if not _INT64[0] <= int(value) <= _UINT64_MAX:
+                yield name, int(value)
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            for i, item in enumerate(value):
+                if _is_int(item):
+                    if not _INT64[0] <= int(item) <= _INT64[1]:
+                        yield f"{name}[{i}]", int(item)
+                else:
+                    yield from _deep_ints(item, f"{name}[{i}]")
+        else:
+            yield from _deep_ints(value, name)
+
+
+def _deep_ints(value: Any, at: str) -> Iterator[tuple[str, int]]:
+    if _is_int(value) and abs(int(value)) > _FLOAT_INTS:
+        yield at, int(value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _deep_ints(v, f"{at}.{k}")
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        for i, v in enumerate(value):
+            yield from _deep_ints(v, f"{at}[{i}]")
 
 
 def _is_int(value: Any) -> bool:
@@ -613,6 +662,15 @@ def _frame(pd: Any, records: list[dict[str, Any]], fields: Iterable[str] | None,
                 columns.append(name + "_time")
     else:
         columns = sorted({k for r in rows for k in r})
-    return pd.DataFrame.from_records(rows, index=index, columns=columns) if rows else pd.DataFrame(
-        index=index, columns=columns
-    )
+    if not rows:
+        return pd.DataFrame(index=index, columns=columns)
+    frame = pd.DataFrame.from_records(rows, index=index, columns=columns)
+    for name in columns:
+        values = [r.get(name) for r in rows]
+        rounded = any(v is not None and _is_int(v) and abs(int(v)) > _FLOAT_INTS for v in values)
+        if rounded and frame[name].dtype.kind == "f":
+            # float64 (pandas' choice for numbers with gaps or fractions) would round these
+            exact = np.empty(len(values), dtype=object)
+            exact[:] = values
+            frame[name] = exact
+    return frame
