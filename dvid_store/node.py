@@ -408,7 +408,14 @@ class Node:
             ``..`` segment (DVID would redirect it elsewhere). Nothing is sent.
         MalformedAnswerError
             ``compress=True`` on a ``GET`` whose answer is not LZ4 (not asked
-            again: such an endpoint answers the same every time).
+            again: such an endpoint answers the same every time); an HTML page in
+            answer to a write (a proxy's sign-in or error page: DVID sends none).
+
+        Notes
+        -----
+        The answer has no format the client knows, so a ``200`` body that a proxy
+        made up, or one cut where HTTP's framing cannot show it, comes back as data.
+        Use the typed methods where one exists: they check what they receive.
         """
         method = method.upper()
         if method not in {"GET", "POST", "PUT", "DELETE", "HEAD"}:
@@ -439,9 +446,10 @@ class Node:
                 "HEAD", full, lambda pieces: None, params=query, data=body, expect_empty=False, timeout=limits
             )
             return b""
-        # Any answer DVID gives is the caller's to read, HTML included (keyvalue values).
+        # A GET's answer may be the caller's own data, HTML included (keyvalue values); DVID
+        # never answers a write with HTML, so such an answer is a proxy's page, not a success.
         answer = self.transport.request(
-            method, full, params=query, data=body, expect_empty=False, allow_html=True, timeout=limits
+            method, full, params=query, data=body, expect_empty=False, allow_html=method == "GET", timeout=limits
         )
         if compress and method == "GET":
             # Decoded after the exchange, not inside it: an endpoint that ignores

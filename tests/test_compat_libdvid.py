@@ -492,8 +492,9 @@ def test_limits_bound_every_call(dvid_server, dvid_node, dvid_fault_proxy) -> No
                               deadline=5.0)
     transport = bounded._client.transport
     assert (transport.timeout, transport.retry, transport.deadline) == ((1.0, 1.0), policy, 5.0)
-    bounded.create_keyvalue("kv")
-    bounded.put("kv", "a", b"value")
+    # set up straight to the server: a 1 s limit with no retries is for the stalled calls, not a busy machine's
+    dvid_node.create_instance("keyvalue", "kv")
+    dvid_node.keyvalue("kv").put("a", b"value")
     # a stalled answer ends at the service's read timeout, for custom_request too (libdvid waited 120 s)
     dvid_fault_proxy.inject("stall", times=None, match="/kv/key")
     with pytest.raises(DVIDException) as stalled:
