@@ -114,7 +114,9 @@ class _LabelVolume(_LabelOptions, VolumeInstance):
         throttle : bool
             Ask DVID to run this among its few throttled operations (a busy server
             answers 503 and the request is retried with back-off); the parts of a
-            split request then run one after the other.
+            split request then run one after the other. A labelmap box that is
+            exactly one aligned block goes to ``/specificblocks``, which DVID never
+            throttles (its ``/raw`` fails for an absent block).
         compress : bool
             Transfer the labels LZ4-compressed (default, as libdvid did).
 
