@@ -547,7 +547,7 @@ class PostState:
     old: dict[tuple[int, int, int], Any]
     new: dict[tuple[int, int, int], Any]
     points: pd.DataFrame
-    partners: pd.DataFrame
+    partners: pd.DataFrame | None
 
 
 def post_frame_fill(env: Env, name: str) -> PostState:
@@ -590,6 +590,75 @@ def _difference(stored: dict[Any, Any], want: dict[Any, Any]) -> str:
             f"{len(changed)} changed (e.g. {changed[:2]}) (x, y, z)")
 
 
+def retag_fill(env: Env, name: str) -> PostState:
+    """A frame whose post DVID v1.0.0 panics on (a tag added to one element of a block and taken off
+    another), so that post_frame sends it again in one request per tag set: three requests."""
+    old = [element((1, 2, 3), "Note", tags=["auto"]), element((9, 2, 3), "Note", tags=["auto"]),
+           element((200, 5, 5), "Note", prop={"k": "old"})]
+    env.node.annotations(name).post(old)
+    new = [element((1, 2, 3), "Note", tags=["auto"], prop={"k": "new"}),  # keeps its tag
+           element((9, 2, 3), "PreSyn", tags=["checked"]),  # loses "auto"
+           element((3, 2, 3), "Note", tags=["checked"]),
+           element((200, 5, 5), "Gap", prop={"k": "new"}), element((100, 100, 100), "Note")]
+    before = canonical(old)
+    assert canonical(env.node.annotations(name).all()) == before
+    return PostState(before, before | canonical(new), elements_frame(new), None)
+
+
+PARTIAL = "are stored and the others are not"
+
+
+def retag_judge(env: Env, name: str, state: PostState, result: Any, error: BaseException | None):
+    """(b) for a post in several requests: after a failure each element is old or new, and a mix of
+    both only with an error that says some elements are stored."""
+    outcome, problems = post_frame_judge(env, name, state, result, error)
+    if outcome != LOST or error is None:
+        return outcome, problems
+    stored = canonical(env.node.annotations(name).all())
+    mixed = [p for p in set(stored) | set(state.new) if stored.get(p) not in (state.old.get(p), state.new[p])]
+    if mixed:
+        return LOST, [f"after the failed post_frame elements are neither old nor new: {mixed[:3]} (x, y, z)"]
+    if any(PARTIAL in note for note in getattr(error, "__notes__", ())):
+        return TYPED, []
+    return LOST, ["after the failed post_frame some elements are new and others old, and the error does not say so"]
+
+
+#: A T-bar and its two PSDs, relationships on both ends, and a note; positions (z, y, x).
+PRE, POSTS, NOTE, MOVED_TO = (10, 20, 30), [(12, 20, 30), (70, 20, 30)], (-5, 5, 5), (90, 91, 92)
+
+
+def _synapse_fill(env: Env, name: str, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> PostState:
+    old = [element(PRE, "PreSyn", tags=["auto"], rels=[("PreSynTo", p) for p in POSTS])]
+    old += [element(p, "PostSyn", rels=[("PostSynTo", PRE)]) for p in POSTS] + [element(NOTE, "Note")]
+    env.node.annotations(name).post(old)
+    before = canonical(old)
+    assert canonical(env.node.annotations(name).all()) == before
+    return PostState(before, canonical(change(old)), pd.DataFrame(), None)
+
+
+def _zyx_list(zyx: tuple[int, int, int]) -> list[int]:
+    return list(zyx)[::-1]
+
+
+def _deleted(elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """POSTS[0] gone, and the T-bar's relationship to it."""
+    gone = _zyx_list(POSTS[0])
+    kept = [dict(e) for e in elements if e["Pos"] != gone]
+    for e in kept:
+        e["Rels"] = [r for r in e["Rels"] if r["To"] != gone]
+    return kept
+
+
+def _moved(elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The T-bar at MOVED_TO, and its PSDs' relationships following it."""
+    source, target = _zyx_list(PRE), _zyx_list(MOVED_TO)
+    out = []
+    for e in elements:
+        e = dict(e, Rels=[dict(r, To=target) if r["To"] == source else r for r in e["Rels"]])
+        out.append(dict(e, Pos=target) if e["Pos"] == source else e)
+    return out
+
+
 ANNOTATION_OPS = [
     Op("annotations frame_in_box [GET /blocks, tiles in threads]", "af", ann_setup,
        lambda env, name, state: env.pnode.annotations(name).frame_in_box(ANN_BOX, tile_shape=ANN_TILE, workers=4),
@@ -598,6 +667,18 @@ ANNOTATION_OPS = [
     Op("annotations post_frame [POST /elements, idempotent]", "ap", post_frame_setup,
        lambda env, name, state: env.pnode.annotations(name).post_frame(state.points, state.partners),
        post_frame_judge, "elements", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("annotations post_frame after DVID's tag panic [the 2nd of 3 POST /elements by tag set]", "ar",
+       Staged(ann_create, retag_fill),
+       lambda env, name, state: env.pnode.annotations(name).post_frame(state.points),
+       retag_judge, "elements", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES, first=3),
+    Op("annotations delete [DELETE /element, checked before it is sent again]", "ad",
+       Staged(ann_create, lambda env, name: _synapse_fill(env, name, _deleted)),
+       lambda env, name, state: env.pnode.annotations(name).delete(POSTS[0]),
+       post_frame_judge, "element/", frozenset({"DELETE"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("annotations move [POST /move, checked before it is sent again]", "am",
+       Staged(ann_create, lambda env, name: _synapse_fill(env, name, _moved)),
+       lambda env, name, state: env.pnode.annotations(name).move(PRE, MOVED_TO),
+       post_frame_judge, "move/", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
 ]
 
 
