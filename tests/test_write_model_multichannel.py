@@ -21,14 +21,17 @@ DVID server and to a numpy model, and compares them after every step:
   unaligned node-API writes only as refusals; here they are also written with
   ``merge_edges=True``, between all the other write paths.
 
+zarr itself broadcasts only scalars (``z[box] = [r, g, b, a]`` fails inside zarr, for
+any store), so one voxel's channels repeated over a box go through node-API slicing.
+
 The instance's extents (the model region) start below zero on every axis. Each example
-first stores random voxels in some of its blocks, leaving the others absent, and every
-comparison covers the whole region, so the voxels around each written box, stored or
-absent, are checked too. After every step one read path (taking turns: ``open_dask().compute()``,
-zarr through a ``DvidStore``, the node API's ``GET /raw``) is compared with the whole
-model; at the end of each example all of them are, plus zarr through a ``dvid://``
-URL, the node API's ``/subvolblocks`` transfer, and each channel alone through zarr
-and dask.
+first stores random voxels in half, most or all of its blocks (straight through
+``BlockIO``), leaving the others absent, and every comparison covers the whole region,
+so the voxels around each written box, stored or absent, are checked too. After every
+step one read path (taking turns: ``open_dask().compute()``, zarr through a
+``DvidStore``, the node API's ``GET /raw``) is compared with the whole model; at the
+end of each example all of them are, plus zarr through a ``dvid://`` URL, the node
+API's ``/subvolblocks`` transfer, and each channel alone through zarr and dask.
 
 ``DVID_WRITE_MODEL_SHRINK=1`` and ``DVID_WRITE_MODEL_EXAMPLES=<factor>`` work as in
 ``test_write_model.py``.
@@ -156,7 +159,7 @@ def voxel_machine(dtype: str, block: ZYX, compression: str) -> type[RuleBasedSta
 
         @initialize(seed=SEEDS, share=st.sampled_from([0.5, 0.8, 1.0]))
         def fill_blocks(self, seed, share) -> None:
-            """Random voxels in some of the blocks (straight through BlockIO), the others never written.
+            """Random voxels in a share of the blocks (straight through BlockIO), the others never written.
 
             So every write has stored voxels around it that must keep their values, and
             absent blocks (which read as 0) next to them.
