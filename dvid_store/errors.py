@@ -11,7 +11,9 @@ Every exception that names a URL names it without secrets (see
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +39,7 @@ __all__ = [
     "error_from_response",
     "redact_text",
     "redact_url",
+    "unchecked_if_read_back_fails",
 ]
 
 #: Query parameters whose values are secrets and never leave the HTTP core.
@@ -188,6 +191,25 @@ _UNKNOWN_INSTANCE = re.compile(r"invalid data instance name|no data instance|dat
 _AUTH = re.compile(
     r"admin privileges|requires admin|JWT|bearer not in proper format|is not authorized", re.IGNORECASE
 )
+
+
+@contextlib.contextmanager
+def unchecked_if_read_back_fails(what: str) -> Iterator[None]:
+    """Mark a :class:`DvidError` raised while reading back a write DVID already answered.
+
+    An edge-merging write reads its partly covered blocks again to catch another
+    writer; if that read fails, the raw error alone would not say that the write
+    itself went through. The note says so, and what to do.
+    """
+    try:
+        yield
+    except DvidError as error:
+        error.add_note(
+            f"The write of {what} was sent and DVID answered it; only the read-back that checks "
+            "its merged edge blocks failed, so another writer's change there cannot be ruled out. "
+            "Read the box to check it, or write it again (the write is idempotent)."
+        )
+        raise
 
 
 def error_from_response(method: str, url: str, status: int, text: str) -> DvidHTTPError:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .blocks import BlockIO, _overlap
 from .datatypes.volume import block_merge_locks
-from .errors import ConcurrentWriteError, DvidInputError
+from .errors import ConcurrentWriteError, DvidInputError, unchecked_if_read_back_fails
 from .geometry import Box, aligned_box, as_zyx, block_coords_in_box, box_shape
 
 __all__ = ["VolumeReader", "VolumeWriter", "block_locks", "step_one_bounds"]
@@ -233,7 +233,8 @@ class VolumeWriter:
 
     def _verify(self, stored: BlockIO, edges: list[ZYX], outer: Box, data: np.ndarray, box: Box) -> None:
         """Read the merged edge blocks back; the region's own voxels must be as written."""
-        again = _read_all(stored, edges)
+        with unchecked_if_read_back_fails(f"{box[0]}–{box[1]} (z, y, x) of {self.io.instance!r}"):
+            again = _read_all(stored, edges)
         bs = self.io.block_shape
         for coord in edges:
             dst, _ = _overlap(outer, coord, bs)

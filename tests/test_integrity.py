@@ -147,6 +147,44 @@ def test_a_merge_overwritten_by_another_writer_is_reported(dvid_node: Node) -> N
     assert io.read_box(((0, 0, 0), (32, 32, 32))).max() == 0
 
 
+def _fail_reads_after_the_write(proxy: FaultProxy, instance: str) -> None:
+    """Answer 500 to every read of ``instance`` sent after its first write (the read-back)."""
+    sent: list[str] = []
+
+    def after_the_write(method: str, target: str) -> bool:
+        if f"/{instance}/" not in target:
+            return False
+        if method == "POST":
+            sent.append(target)
+            return False
+        return bool(sent)
+
+    proxy.inject("status_500", times=None, match=after_the_write)
+
+
+@pytest.mark.parametrize("path", ["node API write(merge_edges=True)", "VolumeWriter (to_dvid, DvidArray)"])
+def test_a_failed_read_back_says_the_write_went_through(
+    dvid_node: Node, dvid_fault_proxy: FaultProxy, path: str
+) -> None:
+    """The read-back after an edge merge fails: the error says the write itself was stored, and what to do."""
+    old = _gray(dvid_node, shape=(32, 32, 64))
+    patch = np.full((20, 20, 30), 9, np.uint8)
+    node = _proxied(dvid_fault_proxy, dvid_node, retry=RetryPolicy(total_seconds=0))
+    _fail_reads_after_the_write(dvid_fault_proxy, "gray")
+    with pytest.raises(DvidError) as failed:
+        if path.startswith("node"):
+            node.voxels("gray").write(patch, (6, 6, 17), merge_edges=True)
+        else:
+            VolumeWriter(BlockIO.open(node, "gray"), (0, 0, 0), (32, 32, 64))[6:26, 6:26, 17:47] = patch
+    assert not isinstance(failed.value, ConcurrentWriteError)
+    notes = " ".join(getattr(failed.value, "__notes__", ()))
+    assert "was sent and DVID answered it" in notes and "write it again" in notes
+    assert notes in " ".join(getattr(pickle.loads(pickle.dumps(failed.value)), "__notes__", ()))
+    want = old.copy()
+    want[6:26, 6:26, 17:47] = 9
+    assert np.array_equal(dvid_node.voxels("gray")[0:32, 0:32, 0:64], want)  # stored, and nothing else changed
+
+
 # -------------------------------------------------------------- small rules
 def test_float_coordinates_are_refused_not_truncated(dvid_node: Node) -> None:
     create_array(dvid_node, "gray", (32, 32, 32), "uint8")

@@ -42,7 +42,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import lz4.block
 import numpy as np
 
-from ..errors import ConcurrentWriteError, DvidInputError, MalformedAnswerError, ServerBusyError
+from ..errors import (
+    ConcurrentWriteError,
+    DvidInputError,
+    MalformedAnswerError,
+    ServerBusyError,
+    unchecked_if_read_back_fails,
+)
 from ..geometry import (
     ZYX,
     Box,
@@ -484,7 +490,8 @@ class VolumeInstance(Instance):
             merged[_slices(box, outer)] = array
             self._write_volume(merged, outer, params, idempotent=True, sequential=sequential)
             for slab in slabs:
-                again = self._read_volume(slab, reads, grid=block, sequential=sequential)
+                with unchecked_if_read_back_fails(f"{box[0]}–{box[1]} (z, y, x) of {self.name!r}"):
+                    again = self._read_volume(slab, reads, grid=block, sequential=sequential)
                 mine: Box = (
                     as_zyx([max(a, b) for a, b in zip(slab[0], box[0])]),
                     as_zyx([min(a, b) for a, b in zip(slab[1], box[1])]),
