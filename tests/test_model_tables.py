@@ -15,10 +15,14 @@ Hypothesis state machines against the real DVID server of the session:
   ``delete`` and ``move`` (and both at points where no element is: NotFoundError,
   nothing changes). Synapses record their relationship on both ends, as DVID's
   loaders do; the model then follows DVID's deletes (references to the deleted
-  element go) and moves (references follow it). After every step ``frame_in_box``
-  over the model's region (in several tiles or one, taking turns) is compared with
-  the model; at the end of each example also ``partners_in_box``, ``with_tag`` (DVID's
-  tag index) and ``all()``.
+  element go) and moves (references follow it). The elements lie around a labelmap
+  the instance is synced with, and the model keeps DVID's label index as v1.0.0 keeps
+  it, two DVID bugs included (a move within one label leaves the index at the old
+  position; elements just below zero are filed under the label across zero). After
+  every step ``frame_in_box`` over the model's region (in several tiles or one,
+  taking turns) and ``frame_for_body`` of one body (taking turns) are compared with
+  the model; at the end of each example also ``partners_in_box``, every body's
+  ``frame_for_body``, ``with_tag`` (DVID's tag index) and ``all()``.
 
 As in ``test_write_model.py``, failures are not shrunk unless
 ``DVID_WRITE_MODEL_SHRINK=1``, and ``DVID_WRITE_MODEL_EXAMPLES=<factor>`` multiplies the
@@ -192,12 +196,42 @@ def test_neuronjson_matches_model(dvid_server: Any) -> None:
 
 
 # ===================================================================== annotations
-REGION = ((-70, -70, -70), (130, 130, 130))  # 64³ blocks: four a side, two below zero
-POSITIONS = st.tuples(*(st.integers(a, b - 1) for a, b in zip(*REGION)))
+REGION = ((-70, -70, -70), (130, 130, 130))  # 32³ blocks (the labels'): eight a side, three below zero
+LABEL_BLOCK = 32
+LABEL_BOX = ((0, 0, 0), (64, 64, 64))  # labels 1..8, one per 32³ octant; 0 (no body) elsewhere in the region
+LABELS = (1 + (np.indices((64, 64, 64)) // 32 * np.array([1, 2, 4]).reshape(3, 1, 1, 1)).sum(axis=0)).astype(
+    np.uint64
+)
+
+
+def body_at(pos: tuple[int, int, int]) -> int:
+    """The label under ``pos`` (the model's own LABELS, not the server's); 0 off the labels."""
+    if all(0 <= c < 64 for c in pos):
+        return int(LABELS[pos])
+    return 0
+
+
+def filed_at(pos: tuple[int, int, int]) -> int:
+    """The label DVID v1.0.0 files a posted element under: found by truncating division, so a
+    coordinate in (-32, 0) lands in block 0, on the other side of zero (a DVID bug; its deletes
+    and moves look the label up rightly, so they miss such an entry). LABELS is constant on each
+    block, so the block alone decides."""
+    return body_at(tuple(int(c / LABEL_BLOCK) * LABEL_BLOCK for c in pos))  # type: ignore[arg-type]
+
+
+POSITIONS = st.one_of(  # half of them on the labels, where frame_for_body finds them
+    st.tuples(*(st.integers(a, b - 1) for a, b in zip(*REGION))),
+    st.tuples(*(st.integers(a, b - 1) for a, b in zip(*LABEL_BOX))),
+)
 TAGS = st.lists(st.sampled_from(["auto", "checked", "t-1"]), max_size=2, unique=True)
 PROPS = st.dictionaries(st.sampled_from(["conf", "user", "z"]), st.sampled_from(["0.5", "ann", "", "é"]),
                         max_size=2)
 ZYX = tuple[int, int, int]
+
+
+def _zyx(e: dict[str, Any]) -> ZYX:
+    x, y, z = e["Pos"]
+    return z, y, x
 
 
 class AnnotationModel(RuleBasedStateMachine):
@@ -206,11 +240,24 @@ class AnnotationModel(RuleBasedStateMachine):
     def __init__(self, node: Node) -> None:
         super().__init__()
         self.name = f"syn{next(_names)}"
+        node.create_instance("labelmap", f"{self.name}-seg", block_size=(LABEL_BLOCK,) * 3)
         node.create_instance("annotation", self.name)
         self.ann = node.annotations(self.name)
+        self.ann.sync(f"{self.name}-seg")  # before any element: DVID indexes only elements posted after
+        node.labelmap(f"{self.name}-seg").write(LABELS, LABEL_BOX[0], downres=False)  # indexed before it answers
         #: position → (kind, tags, props, rels); rels: set of (relation, target position)
         self.model: dict[ZYX, tuple[str, tuple[str, ...], dict[str, str], set[tuple[str, ZYX]]]] = {}
+        #: DVID's label index as v1.0.0 keeps it: label → position → (kind, tags, props). A move
+        #: within one label leaves the entry at the old position (DVID skips the index when both
+        #: ends have the same label), and see filed_at for positions just below zero.
+        self.index: dict[int, dict[ZYX, tuple[str, tuple[str, ...], dict[str, str]]]] = {}
         self.steps = 0
+
+    def indexed(self, pos: ZYX, label: int) -> None:
+        """DVID files the element now at ``pos`` under ``label``."""
+        if label:
+            kind, tags, props, _ = self.model[pos]
+            self.index.setdefault(label, {})[pos] = (kind, tags, dict(props))
 
     def free(self, data: st.DataObject, label: str, taken: set[ZYX] = frozenset()) -> ZYX:  # type: ignore[assignment]
         return data.draw(POSITIONS.filter(lambda p: p not in self.model and p not in taken), label=label)
@@ -235,6 +282,8 @@ class AnnotationModel(RuleBasedStateMachine):
         self.model[pre] = ("PreSyn", tuple(tags), props, {("PreSynTo", p) for p in ends})
         for p in ends:
             self.model[p] = ("PostSyn", (), {}, {("PostSynTo", pre)})
+        for p in (pre, *ends):
+            self.indexed(p, filed_at(p))
 
     @rule(data=st.data(), kind=st.sampled_from(["Note", "Gap", "Unknown"]), tags=TAGS, props=PROPS)
     def post_note(self, data: st.DataObject, kind: str, tags: list[str], props: dict[str, str]) -> None:
@@ -246,6 +295,7 @@ class AnnotationModel(RuleBasedStateMachine):
             pos = self.free(data, "position")
         self.ann.post([element(pos, kind, tags=tags, prop=props)])
         self.model[pos] = (kind, tuple(tags), props, set())
+        self.indexed(pos, filed_at(pos))
 
     @precondition(lambda self: self.model)
     @rule(data=st.data(), tag=st.sampled_from(["retagged", "auto"]), value=st.sampled_from(["1", "x"]))
@@ -267,6 +317,8 @@ class AnnotationModel(RuleBasedStateMachine):
             pos = tuple(int(v) for v in points.loc[i, ["z", "y", "x"]])
             kind, _, props, rels = self.model[pos]  # type: ignore[index]
             self.model[pos] = (kind, tuple(points.at[i, "tags"]), props | {"conf": value}, rels)  # type: ignore[index]
+        for pos in list(self.model):  # every element was posted again
+            self.indexed(pos, filed_at(pos))
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -274,6 +326,7 @@ class AnnotationModel(RuleBasedStateMachine):
         pos = data.draw(st.sampled_from(sorted(self.model)), label="position")
         self.ann.delete(pos)
         del self.model[pos]
+        self.index.get(body_at(pos), {}).pop(pos, None)
         for value in self.model.values():
             value[3].difference_update({r for r in value[3] if r[1] == pos})
 
@@ -290,6 +343,9 @@ class AnnotationModel(RuleBasedStateMachine):
         target = self.free(data, "target")
         self.ann.move(source, target)
         self.model[target] = self.model.pop(source)
+        if body_at(source) != body_at(target):
+            self.index.get(body_at(source), {}).pop(source, None)
+            self.indexed(target, body_at(target))
         for value in self.model.values():
             moved = {r for r in value[3] if r[1] == source}
             value[3].difference_update(moved)
@@ -310,12 +366,21 @@ class AnnotationModel(RuleBasedStateMachine):
         self.steps += 1
         got = self.ann.frame_in_box(REGION, tile_shape=tile)
         pd.testing.assert_frame_equal(got, elements_frame(self.elements()), obj="frame_in_box over the model region")
+        self.check_body(1 + self.steps % 8)
+
+    def check_body(self, body: int) -> None:
+        """frame_for_body: DVID's label index of the elements, as the model keeps it (see ``index``)."""
+        want = elements_frame([element(pos, kind, tags=tags, prop=props)
+                               for pos, (kind, tags, props) in sorted(self.index.get(body, {}).items())])
+        pd.testing.assert_frame_equal(self.ann.frame_for_body(body), want, obj=f"frame_for_body({body})")
 
     def teardown(self) -> None:
         if _failing():
             return
         pd.testing.assert_frame_equal(self.ann.partners_in_box(REGION), partners_frame(self.elements()),
                                       obj="partners_in_box over the model region")
+        for body in range(1, 9):
+            self.check_body(body)
         for tag in ("auto", "checked", "t-1", "retagged"):  # DVID's tag index follows posts, deletes and moves
             tagged = sorted(tuple(e["Pos"][::-1]) for e in self.ann.with_tag(tag))
             assert tagged == sorted(p for p, value in self.model.items() if tag in value[1]), f"with_tag({tag!r})"

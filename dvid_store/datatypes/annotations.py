@@ -17,6 +17,12 @@ What the v1.0.0 server really does (checked against it by the tests)
   instead. Elements posted *before* the sync was set are not indexed by label.
 * Deleting or moving a point where no element exists is a 400 "Did not find
   element"; the client raises :class:`NotFoundError` for it.
+* The label index behind :meth:`Annotations.for_label` and ``frame_for_body``
+  goes stale in two cases (DVID bugs, not worked around here):
+  moving an element to a point of the same label leaves it listed at its old
+  position; and a posted element with a coordinate in (-block size, 0) is filed
+  under the label of the block on the other side of zero (truncating division),
+  where deleting or moving it does not look, so it stays listed there.
 * ``POST /elements`` panics (500, nothing stored) when one element of the request
   carries a tag that the request takes off another element;
   :meth:`Annotations.post` then posts one request per set of tags.
@@ -496,6 +502,9 @@ class Annotations(Instance):
 
     def for_label(self, label: int, *, relationships: bool = False) -> list[dict[str, Any]]:
         """Elements on voxels of ``label`` in the synced label instance.
+
+        As DVID's label index has them: see the module notes for the two cases in
+        which DVID v1.0.0 lists an element at an old position or under a wrong label.
 
         Raises
         ------
