@@ -430,6 +430,48 @@ class Transport:
             expect_empty=expect_empty, allow_html=allow_html,
         )
 
+    def send_once(self, send: Callable[[], T], *, carried_out: Callable[[], bool] | None = None) -> T | None:
+        """Run ``send``, one write that must not be repeated blindly, with the retries safe for it.
+
+        ``send`` makes one request not marked idempotent, so the transport does not
+        repeat it. Here a 503 or 429 (refused before anything was done) is sent again
+        after back-off. After an answer lost or broken on the wire, or a gateway's 504,
+        the write may or may not have been carried out: ``carried_out()`` asks the
+        server, and the write is sent again only if it was not; without it, the
+        failure is raised. The retry policy bounds the whole.
+
+        Returns
+        -------
+        Whatever ``send`` returned, or ``None`` when ``carried_out()`` confirmed a
+        write whose answer was lost.
+        """
+        policy = self._config.retry
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return send()
+            except ServerBusyError as exc:
+                failure: DvidError = exc
+                unsure = exc.status == 504  # a gateway's timeout: DVID may have done it
+            except DvidTimeoutError:
+                raise  # the call's deadline is spent
+            except DvidConnectionError as exc:
+                failure, unsure = exc, True
+            except MalformedAnswerError as exc:
+                if isinstance(exc, UnexpectedAnswerError):  # not DVID's answer: nothing to conclude
+                    raise
+                failure, unsure = exc, True  # DVID's 2xx whose body broke off
+            if unsure:
+                if carried_out is None:
+                    raise failure
+                if carried_out():
+                    return None
+            if not policy.allows(attempts, time.monotonic() - started):
+                raise failure
+            self._wait(attempts, started, float("inf"), "a write", "sent once", type(failure).__name__)
+
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
         """:meth:`request` whose answer is JSON, parsed inside the attempt (a cut or
         garbled answer to a safe request is retried like a broken connection)."""

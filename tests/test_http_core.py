@@ -19,6 +19,7 @@ from dvid_store import (
     AuthError,
     BadRequestError,
     DvidClient,
+    DvidConnectionError,
     DvidHTTPError,
     LockedNodeError,
     Node,
@@ -30,7 +31,7 @@ from dvid_store import (
     UnknownNodeError,
 )
 from dvid_store.errors import error_from_response, redact_url
-from dvid_store.testing import DvidServer
+from dvid_store.testing import DvidServer, FaultProxy
 from dvid_store.transport import Transport
 
 # ------------------------------------------------------------------ error mapping
@@ -334,3 +335,46 @@ def test_head_answer_with_a_declared_length_is_complete(dvid_node: Node) -> None
     assert int(answer.headers["Content-Length"]) > 0
     refused = transport.request("HEAD", dvid_node.path("no-such-instance", "info"), allow_status=(400,))
     assert refused.status_code == 400 and refused.content == b""
+
+
+# ------------------------------------------------------------ writes sent once
+@pytest.mark.parametrize(
+    ("fault", "done_on_server", "sent"),
+    [
+        ("status_503", True, 2),  # refused before anything was done: sent again
+        ("reset_after", True, 1),  # done, answer lost: the check confirms it, not sent again
+        ("reset_before", False, 2),  # never arrived: the check says so, sent again
+    ],
+)
+def test_a_write_sent_once_is_resent_only_when_not_carried_out(
+    dvid_node: Node, dvid_fault_proxy: FaultProxy, fault: str, done_on_server: bool, sent: int
+) -> None:
+    proxy = dvid_fault_proxy
+    dvid_node.create_instance("keyvalue", "once")
+    transport = DvidClient(proxy.address, retry=RetryPolicy(total_seconds=10)).node(dvid_node.uuid).transport
+    path = f"/api/node/{dvid_node.uuid}/once/key/k"
+    checks: list[bool] = []
+
+    def carried_out() -> bool:
+        checks.append(dvid_node.keyvalue("once").exists("k"))
+        return checks[-1]
+
+    proxy.inject(fault, times=1, match="/once/key/k", methods={"POST"})
+    transport.send_once(
+        lambda: transport.request("POST", path, data=b"v", idempotent=False), carried_out=carried_out
+    )
+    assert dvid_node.keyvalue("once").get("k") == b"v"
+    assert sum(1 for r in proxy.log if r.method == "POST" and "/once/key/k" in r.path) == sent
+    assert checks == ([] if fault == "status_503" else [done_on_server])
+
+
+def test_a_write_sent_once_without_a_check_reports_a_lost_answer(
+    dvid_node: Node, dvid_fault_proxy: FaultProxy
+) -> None:
+    dvid_node.create_instance("keyvalue", "once")
+    transport = DvidClient(dvid_fault_proxy.address, retry=RetryPolicy(total_seconds=10)).node(dvid_node.uuid).transport
+    dvid_fault_proxy.inject("reset_after", times=1, match="/once/key/k", methods={"POST"})
+    path = f"/api/node/{dvid_node.uuid}/once/key/k"
+    with pytest.raises(DvidConnectionError, match="may or may not have been carried out"):
+        transport.send_once(lambda: transport.request("POST", path, data=b"v", idempotent=False))
+    assert sum(1 for r in dvid_fault_proxy.log if r.method == "POST") == 1

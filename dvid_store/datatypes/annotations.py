@@ -75,23 +75,18 @@ neuclease equivalents (``neuclease.dvid.annotation``)
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ..errors import (
     BadRequestError,
-    DvidConnectionError,
     DvidError,
     DvidInputError,
-    DvidTimeoutError,
     MalformedAnswerError,
     NotFoundError,
-    ServerBusyError,
     ServerError,
-    UnexpectedAnswerError,
 )
 from ..geometry import Box, aligned_box, as_box, as_zyx, box_shape, xyz_string
 from ._frames import pandas
@@ -429,9 +424,10 @@ class Annotations(Instance):
         self.require_writable("deleting an annotation")
         path = self.path("element", xyz_string(zyx))
         with _not_found_as_404(f"no element at (z, y, x) {zyx} in {self.name!r}"):
-            self._send_checked(
+            # DVID refuses a repeated delete (the element is gone): resent only if not done
+            self.transport.send_once(
                 lambda: self.transport.request("DELETE", path, idempotent=False),
-                lambda: not self._holds(zyx),
+                carried_out=lambda: not self._holds(zyx),
             )
 
     def move(self, source: Sequence[int] | np.ndarray, target: Sequence[int] | np.ndarray) -> None:
@@ -446,47 +442,14 @@ class Annotations(Instance):
         self.require_writable("moving an annotation")
         path = self.path("move", xyz_string(src), xyz_string(dst))
         with _not_found_as_404(f"no element at (z, y, x) {src} in {self.name!r} to move"):
-            self._send_checked(
+            self.transport.send_once(
                 lambda: self.transport.request("POST", path, idempotent=False),
-                lambda: not self._holds(src) and self._holds(dst),
+                carried_out=lambda: not self._holds(src) and self._holds(dst),
             )
 
     def _holds(self, zyx: tuple[int, int, int]) -> bool:
         """Whether an element is at ``zyx`` (``GET /elements`` of its voxel)."""
         return bool(self.in_box((zyx, tuple(c + 1 for c in zyx))))
-
-    def _send_checked(self, send: Callable[[], Any], done: Callable[[], bool]) -> None:
-        """Send a write that DVID refuses when repeated (the element is gone or moved).
-
-        A 503 or 429 is sent again (refused before anything was done); after an answer
-        lost or broken on the wire, or a gateway's 504, ``done()`` asks the server
-        whether the write was carried out, and it is sent again only if not. So an
-        interrupted delete or move that DVID did succeeds, instead of failing on its
-        repetition with "no element at".
-        """
-        policy = self.transport.retry
-        started = time.monotonic()
-        attempts = 0
-        while True:
-            failure: DvidError | None = None
-            unsure = False
-            try:
-                send()
-                return
-            except ServerBusyError as exc:
-                failure, unsure = exc, exc.status == 504  # a gateway's timeout: DVID may have done it
-            except DvidConnectionError as exc:
-                failure, unsure = exc, True
-            except MalformedAnswerError as exc:  # DVID's 2xx whose (empty) body broke off: done, most likely
-                if isinstance(exc, UnexpectedAnswerError):  # not DVID's answer
-                    raise
-                failure, unsure = exc, True
-            attempts += 1
-            if unsure and done():
-                return
-            if isinstance(failure, DvidTimeoutError) or not policy.allows(attempts, time.monotonic() - started):
-                raise failure
-            time.sleep(policy.delay(attempts - 1))
 
     # -------------------------------------------------------------- reading
     def in_box(self, box: Sequence[Sequence[int]] | np.ndarray) -> list[dict[str, Any]]:

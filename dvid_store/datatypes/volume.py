@@ -33,7 +33,6 @@ import contextlib
 import math
 import operator
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -46,7 +45,6 @@ from ..errors import (
     ConcurrentWriteError,
     DvidInputError,
     MalformedAnswerError,
-    ServerBusyError,
     unchecked_if_read_back_fails,
 )
 from ..geometry import (
@@ -768,23 +766,17 @@ def post_retrying_busy(
     """POST ``body`` that DVID answers with an empty body; a 503 is retried even when not idempotent.
 
     DVID answers 503 (throttled, or starting/stopping) before it reads the body, so
-    even a non-idempotent POST may be sent again after one; the transport's retry
-    policy bounds the waiting.
+    even a non-idempotent POST may be sent again after one
+    (:meth:`~dvid_store.transport.Transport.send_once`).
     """
-    policy = transport.retry
-    started = time.monotonic()
-    attempt = 0
-    while True:
-        busy: ServerBusyError | None = None
-        try:
-            transport.request("POST", path, params=params, data=body, idempotent=idempotent, expect_empty=True)
-            return
-        except ServerBusyError as exc:
-            busy = exc
-        attempt += 1
-        if idempotent or busy.status != 503 or not policy.allows(attempt, time.monotonic() - started):
-            raise busy  # idempotent ones were already retried by the transport
-        time.sleep(policy.delay(attempt))  # back-off before asking the busy server again
+
+    def send() -> None:
+        transport.request("POST", path, params=params, data=body, idempotent=idempotent, expect_empty=True)
+
+    if idempotent:
+        send()  # the transport retries it
+    else:
+        transport.send_once(send)
 
 
 def _run_parts(
