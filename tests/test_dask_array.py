@@ -11,7 +11,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from dvid_store import DvidConnectionError, Node
+from dvid_store import DvidConnectionError, Node, RetryPolicy
 from dvid_store.blocks import BlockIO
 from dvid_store.create import create_array
 from dvid_store.dask import open_dask, to_dvid
@@ -138,7 +138,8 @@ def test_pickles_as_a_dvid_array(labels_node) -> None:
 
 def test_server_down_raises_connection_error() -> None:
     with DvidServer() as server:
-        node = server.client().create_repo("down")
+        # a short retry budget: what is tested is the error, not the default 30 s of patience
+        node = server.client(retry=RetryPolicy(total_seconds=2)).create_repo("down")
         create_array(node, "gray", (64, 64, 64), "uint8")
         array = open_dask(node, "gray")
     with pytest.raises(DvidConnectionError):

@@ -70,6 +70,9 @@ from dvid_store.compat.pydvid.dvid_connection import DvidConnection, client_for
 from dvid_store.compat.pydvid.voxels import VoxelsAccessor
 from dvid_store.errors import DvidError
 
+#: HTTP-only paths: their fault handling is the transport's, the same in every environment.
+pytestmark = pytest.mark.one_environment
+
 GRAY_READ_BOX = ((-30, 3, 33), (31, 60, 127))  # (z, y, x): below zero, unaligned on every side
 LABEL_READ_BOX = ((0, 5, 0), (32, 64, 90))
 #: pydvid waits up to retry_interval between attempts; shorter than its default 1 s, for the trials' budget.

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from fault_matrix import (
     CORRECT,
     FAULT,
@@ -44,6 +45,9 @@ from dvid_store.datatypes.labelsz import Labelsz
 from dvid_store.datatypes.roi import Roi
 from dvid_store.datatypes.rois import point_rois, roi_label_volume
 from dvid_store.datatypes.tarsupervoxels import Tarsupervoxels
+
+#: HTTP-only paths: their fault handling is the transport's, the same in every environment.
+pytestmark = pytest.mark.one_environment
 
 BIG = 2**64 - 1
 

@@ -31,6 +31,9 @@ from nbclient import NotebookClient
 from dvid_store import DvidClient
 from dvid_store.testing import DvidServer
 
+#: The notebooks and documentation examples prove the docs run: once, with the newest versions.
+pytestmark = pytest.mark.one_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 DOC_PAGES = sorted((ROOT / "docs" / "pages").glob("*.md"))
