@@ -10,9 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dvid_store import DvidInputError, LockedNodeError, Node, ServerError, UnsupportedError, Voxels
+from dvid_store import (
+    DvidClient,
+    DvidInputError,
+    LockedNodeError,
+    Node,
+    RetryPolicy,
+    ServerError,
+    UnsupportedError,
+    Voxels,
+)
 from dvid_store.blocks import BlockIO, block_boxes
 from dvid_store.geometry import block_coords_in_box
+from dvid_store.testing import DvidServer
 
 
 def _model_box(volume: np.ndarray, volume_start: tuple[int, int, int], box) -> np.ndarray:
@@ -124,7 +134,7 @@ def test_grayscale_read_encoding_follows_the_storage(dvid_node: Node, storage: s
         np.testing.assert_array_equal(as_dvid_decodes, smooth)
 
 
-def test_jpeg_blocks_that_are_not_jpeg_are_reported(dvid_node: Node) -> None:
+def test_jpeg_blocks_that_are_not_jpeg_are_reported(dvid_server: DvidServer, dvid_node: Node) -> None:
     from dvid_store.codecs.jpeg import decode_jpeg_block
 
     with pytest.raises(ValueError, match="not a JPEG"):
@@ -132,7 +142,9 @@ def test_jpeg_blocks_that_are_not_jpeg_are_reported(dvid_node: Node) -> None:
     Voxels.create(dvid_node, "gray", np.uint8, block_size=(32, 32, 32), compression="jpeg")
     io = BlockIO.open(dvid_node, "gray", compression="stored")
     io.write_box(np.zeros((32, 32, 32), np.uint8), (0, 0, 0))
-    wrong_shape = BlockIO(dvid_node, "gray", typename="uint8blk", block_shape=(32, 16, 64),
+    # a short retry budget: an undecodable answer is asked again until the budget is spent
+    impatient = DvidClient(dvid_server.url, retry=RetryPolicy(total_seconds=1)).node(dvid_node.uuid)
+    wrong_shape = BlockIO(impatient, "gray", typename="uint8blk", block_shape=(32, 16, 64),
                           compression="stored", stored="jpeg")
     with pytest.raises(ServerError, match="could not be decoded"):
         wrong_shape.read([(0, 0, 0)])

@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+#: The site builds from the same sources in every environment: once, with the newest versions.
+pytestmark = pytest.mark.one_environment
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 

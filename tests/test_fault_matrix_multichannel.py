@@ -147,9 +147,6 @@ READ_OPS = [
 ]
 
 
-def test_rgba_reads(env: Env) -> None:
-    with short_defaults():
-        run_matrix(env, READ_OPS)
 
 
 # ---- writes: zarr slice assignment and to_dvid ---------------------------------------------------
@@ -203,8 +200,6 @@ WRITE_OPS = [
 ]
 
 
-def test_rgba_writes(env: Env) -> None:
-    run_matrix(env, WRITE_OPS)
 
 
 # ---- the node API: unaligned writes that merge their edge blocks --------------------------------
@@ -234,8 +229,10 @@ MERGE_OPS = [
 ]
 
 
-def test_node_api_merge_edges(env: Env) -> None:
-    run_matrix(env, MERGE_OPS)
+def test_rgba_and_merge_edges(env: Env) -> None:
+    # one run for all three groups: the trials overlap, instead of each group waiting for its slowest
+    with short_defaults():
+        run_matrix(env, [*READ_OPS, *WRITE_OPS, *MERGE_OPS])
 
 
 # ---- what the faults aim at ---------------------------------------------------------------------

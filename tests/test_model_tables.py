@@ -391,7 +391,7 @@ class AnnotationModel(RuleBasedStateMachine):
 
 
 def test_annotations_match_model(dvid_node: Node) -> None:
-    run_state_machine_as_test(lambda: AnnotationModel(dvid_node), settings=_settings(max_examples=15, steps=15))
+    run_state_machine_as_test(lambda: AnnotationModel(dvid_node), settings=_settings(max_examples=10, steps=15))
 
 
 def test_a_frame_posted_back_with_some_rows_retagged(dvid_node: Node) -> None:

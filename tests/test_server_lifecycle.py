@@ -91,8 +91,10 @@ def test_stopped_server_gives_connection_error_within_bounded_time() -> None:
 def test_interrupted_run_leaves_no_server_behind(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
-        import sys
+        import signal, sys
         from dvid_store.testing import DvidServer
+        # Ctrl-C as in a terminal, also where this runs as a background job that ignores SIGINT
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         server = DvidServer().start()
         print(server._process.pid, server.directory, flush=True)
         sys.stdin.read()  # blocks until the parent interrupts us
