@@ -592,6 +592,17 @@ def run_matrix(env: Env, ops: Sequence[Op]) -> None:
 
 
 # ------------------------------------------------------------- judges
+def stored_judge(stored: Any, old: Any, new: Any, error: BaseException | None) -> tuple[str, list[str]]:
+    """(b) for writes of whole values: ``new`` stored after success, ``old`` or ``new`` after a failure."""
+    if error is None:
+        if stored == new:
+            return CORRECT, []
+        return LOST, [f"the write returned, but the server holds {summarise(stored)}"]
+    if stored in (old, new):
+        return TYPED, []
+    return LOST, [f"after the failed write the server holds {summarise(stored)}: neither old nor new"]
+
+
 def read_judge(expected: Callable[[Any], Any], same: Callable[[Any, Any], bool] | None = None) -> Judge:
     """(a) for reads: a returned value must equal ``expected(state)``."""
 
@@ -668,3 +679,36 @@ def gray_setup(env: Env, name: str) -> np.ndarray:
 
 def label_setup(env: Env, name: str) -> np.ndarray:
     return make_labels(env.node, name)
+
+
+# ------------------------------------------------------------- keyvalue
+@dataclass
+class KvState:
+    old: dict[str, bytes]
+    new: dict[str, bytes]
+
+
+def kv_value(seed: int, size: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+def kv_setup(env: Env, name: str) -> KvState:
+    """A keyvalue instance holding a large value, a small one and one that is an HTML page."""
+    with GATE.creating():
+        env.node.create_instance("keyvalue", name)
+    old = {"big": kv_value(seed_of(name), 100_000), "small": b"s" * 10, "html": b"<html><body>user data</body></html>"}
+    with GATE.writing():
+        env.node.keyvalue(name).put_many(old)
+    return KvState(old, dict(old))
+
+
+def kv_put_setup(env: Env, name: str) -> KvState:
+    """:func:`kv_setup`, and a new value for ``big`` to write."""
+    state = kv_setup(env, name)
+    state.new["big"] = kv_value(seed_of(name) + 1, 100_000)
+    return state
+
+
+def kv_write_judge(env: Env, name: str, state: KvState, result: Any, error: BaseException | None):
+    """(b) for keyvalue writes: every key, read straight from the server."""
+    return stored_judge(env.node.keyvalue(name).get_many(list(state.old)), state.old, state.new, error)

@@ -20,7 +20,6 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -56,16 +55,20 @@ from fault_matrix import (
     CliRun,
     Env,
     Judge,
+    KvState,
     Op,
     WriteState,
     gray_setup,
     inside,
+    kv_put_setup,
+    kv_setup,
+    kv_value,
+    kv_write_judge,
     label_setup,
     message_problems,
     read_judge,
     run_matrix,
     secret_problems,
-    seed_of,
     short_client,
     short_defaults,
     summarise,
@@ -344,46 +347,10 @@ def test_to_dvid(env: Env) -> None:
 
 
 # ---- keyvalue ------------------------------------------------------------------------------------
-@dataclass
-class KvState:
-    old: dict[str, bytes]
-    new: dict[str, bytes]
-
-
-def _kv_value(seed: int, size: int) -> bytes:
-    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
-
-
-def kv_setup(env: Env, name: str) -> KvState:
-    with GATE.creating():
-        env.node.create_instance("keyvalue", name)
-    old = {"big": _kv_value(seed_of(name), 100_000), "small": b"s" * 10, "html": b"<html><body>user data</body></html>"}
-    with GATE.writing():
-        env.node.keyvalue(name).put_many(old)
-    return KvState(old, dict(old))
-
-
-def _kv_put_setup(env: Env, name: str) -> KvState:
-    state = kv_setup(env, name)
-    state.new["big"] = _kv_value(seed_of(name) + 1, 100_000)
-    return state
-
-
 def _kv_delete_setup(env: Env, name: str) -> KvState:
     state = kv_setup(env, name)
     del state.new["big"]
     return state
-
-
-def kv_write_judge(env: Env, name: str, state: KvState, result: Any, error: BaseException | None):
-    stored = env.node.keyvalue(name).get_many(["big", "small", "html"])
-    if error is None:
-        if stored == state.new:
-            return CORRECT, []
-        return LOST, [f"the write returned, but the server holds {summarise(stored)}"]
-    if stored in (state.old, state.new):
-        return TYPED, []
-    return LOST, [f"after the failed write the server holds {summarise(stored)}: neither old nor new"]
 
 
 def _range_judge(env: Env, name: str, state: KvState, result: Any, error: BaseException | None):
@@ -401,7 +368,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 KV_OPS = [
-    Op("keyvalue put (100 kB)", "kp", _kv_put_setup,
+    Op("keyvalue put (100 kB)", "kp", kv_put_setup,
        lambda env, name, state: env.pnode.keyvalue(name).put("big", state.new["big"]),
        kv_write_judge, "key/big", frozenset({"POST"}), WRITE_RIDES),
     Op("keyvalue get (100 kB)", "kg", kv_setup, lambda env, name, state: env.pnode.keyvalue(name).get("big"),
@@ -540,7 +507,7 @@ def test_exceptions_from_distributed_workers(env: Env) -> None:
     for label in WORKER_FAULTS:  # one keyvalue per fault, so that the rules do not share requests
         name = f"w-{re.sub(r'[^a-z0-9]+', '-', label)}"
         env.node.create_instance("keyvalue", name)
-        env.node.keyvalue(name).put("big", _kv_value(2, 100_000))
+        env.node.keyvalue(name).put("big", kv_value(2, 100_000))
         env.proxy.inject(FAULT[label].kind, times=None, match=f"/{name}/key/", **dict(FAULT[label].params))
         calls.append((name, False))
     secrets = (TOKEN, ADMIN, env.server.admin_token)

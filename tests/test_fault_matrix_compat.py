@@ -20,23 +20,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 from fault_matrix import (
     ADMIN,
-    CORRECT,
     DEADLINE,
-    GATE,
     GRAY_ALIGNED,
     GRAY_BOX,
     GRAY_UNALIGNED,
     KINDS,
     LABEL_ALIGNED,
     LABEL_BOX,
-    LOST,
     PLAIN_POST_RIDES,
     READ_KINDS,
     READ_RIDES,
@@ -45,20 +41,21 @@ from fault_matrix import (
     SOME_PERSISTENT_WRITES,
     TIMEOUT,
     TOKEN,
-    TYPED,
     UNSAFE_WRITE_RIDES,
     WRITE_RIDES,
     Env,
     Judge,
+    KvState,
     Op,
     WriteState,
     gray_setup,
     inside,
+    kv_put_setup,
+    kv_setup,
+    kv_write_judge,
     label_setup,
     read_judge,
     run_matrix,
-    seed_of,
-    summarise,
     write_judge,
     write_setup,
 )
@@ -196,42 +193,6 @@ def test_pydvid_voxels(env: Env) -> None:
 
 
 # ---- keyvalue (pydvid and libdvid) -----------------------------------------------------------------
-@dataclass
-class KvState:
-    old: dict[str, bytes]
-    new: dict[str, bytes]
-
-
-def _kv_value(seed: int, size: int) -> bytes:
-    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
-
-
-def kv_setup(env: Env, name: str) -> KvState:
-    with GATE.creating():
-        env.node.create_instance("keyvalue", name)
-    old = {"big": _kv_value(seed_of(name), 100_000), "small": b"s" * 10}
-    with GATE.writing():
-        env.node.keyvalue(name).put_many(old)
-    return KvState(old, dict(old))
-
-
-def kv_put_setup(env: Env, name: str) -> KvState:
-    state = kv_setup(env, name)
-    state.new["big"] = _kv_value(seed_of(name) + 1, 100_000)
-    return state
-
-
-def kv_write_judge(env: Env, name: str, state: KvState, result: Any, error: BaseException | None):
-    stored = env.node.keyvalue(name).get_many(["big", "small"])
-    if error is None:
-        if stored == state.new:
-            return CORRECT, []
-        return LOST, [f"the write returned, but the server holds {summarise(stored)}"]
-    if stored in (state.old, state.new):
-        return TYPED, []
-    return LOST, [f"after the failed write the server holds {summarise(stored)}: neither old nor new"]
-
-
 def _same_bytes(a: Any, b: Any) -> bool:
     return type(a) is bytes and a == b
 

@@ -36,7 +36,7 @@ from fault_matrix import (
     instance_name,
     read_judge,
     run_matrix,
-    summarise,
+    stored_judge,
 )
 
 from dvid_store.datatypes.annotations import element, elements_frame, partners_frame
@@ -192,14 +192,7 @@ def _delete(model: dict[int, dict[str, Any]]) -> None:
 
 def nj_write_judge(env: Env, name: str, state: NjWrite, result: Any, error: BaseException | None):
     """(b): every annotation, read straight from the server: the new set after success, old or new after a failure."""
-    stored = env.node.neuronjson(name).get_many(list(state.old))
-    if error is None:
-        if stored == state.new:
-            return CORRECT, []
-        return LOST, [f"the write returned, but the server holds {summarise(stored)}"]
-    if stored in (state.old, state.new):
-        return TYPED, []
-    return LOST, [f"after the failed write the server holds {summarise(stored)}: neither old nor new"]
+    return stored_judge(env.node.neuronjson(name).get_many(list(state.old)), state.old, state.new, error)
 
 
 NEURONJSON_OPS = [
