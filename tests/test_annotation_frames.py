@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -20,20 +19,11 @@ from dvid_store.datatypes.annotations import (
     partners_frame,
 )
 from dvid_store.geometry import box_shape
+from dvid_store.testing import wait_until
 
 BLOCK = 64  # DVID's annotation block without a synced label instance
 
 
-def wait_until(condition, what: str, timeout: float = 20.0):
-    """Poll ``condition()`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def synapse_set(seed: int = 5, tbars: int = 25, low: int = -20, high: int = 60):

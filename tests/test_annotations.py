@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 from dvid_store import BadRequestError, DvidInputError, LockedNodeError, Node, NotFoundError
 from dvid_store.datatypes.annotations import Annotations, element, positions
 from dvid_store.datatypes.roi import Roi
-
-
-def wait_until(condition, what: str, timeout: float = 20.0):
-    """Poll ``condition()`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+from dvid_store.testing import wait_until
 
 
 def by_position(elements) -> dict[tuple[int, int, int], dict]:

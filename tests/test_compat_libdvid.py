@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import json
 import pickle
-import time
 from collections.abc import Callable
 
 import lz4.block
@@ -39,7 +38,7 @@ from dvid_store.compat.libdvid import (
     encode_label_block,
 )
 from dvid_store.datatypes.tiles import TileLevel, TileMetadata
-from dvid_store.testing import DvidServer
+from dvid_store.testing import DvidServer, wait_until
 
 #: The methods of libdvid's DVIDNodeService documentation (the seed), in its order.
 SEED_METHODS = [
@@ -95,13 +94,6 @@ def host_of(server: DvidServer) -> str:
     return server.url.split("://", 1)[1]
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll the server's real state until ``condition`` holds (DVID indexes labels after answering writes)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +44,7 @@ from dvid_store.datatypes.labelsz import Labelsz
 from dvid_store.datatypes.roi import Roi
 from dvid_store.datatypes.rois import point_rois, roi_label_volume
 from dvid_store.datatypes.tarsupervoxels import Tarsupervoxels
+from dvid_store.testing import wait_until
 
 #: HTTP-only paths: their fault handling is the transport's, the same in every environment.
 pytestmark = pytest.mark.one_environment
@@ -52,13 +52,6 @@ pytestmark = pytest.mark.one_environment
 BIG = 2**64 - 1
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll the server's real state (straight, no proxy) until ``condition`` holds; raise after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def same_pandas(result: Any, want: Any) -> bool:

@@ -7,8 +7,6 @@ condition (sizes, existence) with a bounded deadline, never a fixed sleep.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,16 +14,9 @@ import pytest
 from dvid_store import DvidInputError, LockedNodeError
 from dvid_store.datatypes.labels import IndexingTimeoutError, Labelarray, Labelblk, Labelmap, Labelvol
 from dvid_store.datatypes.sparsevol import decode_rles, encode_rles, runs_from_mask, runs_to_coords, runs_to_mask
-
+from dvid_store.testing import wait_until
 
 # ------------------------------------------------------------------ helpers
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)  # polling the server's real state
 
 
 def segmentation(shape: tuple[int, int, int], seed: int, cell: int = 8, labels: int = 12) -> np.ndarray:

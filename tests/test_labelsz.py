@@ -6,9 +6,6 @@ tests wait (bounded) until the counts reach the exact expected table, then asser
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,17 +15,11 @@ from dvid_store.datatypes.annotations import Annotations, element
 from dvid_store.datatypes.labelmap import Labelmap
 from dvid_store.datatypes.labelsz import INDEX_TYPES, Labelsz
 from dvid_store.datatypes.roi import Roi
+from dvid_store.testing import wait_until
 
 KINDS = ["PreSyn", "PostSyn", "Gap", "Note", "AllSyn"]
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll the server's real state until ``condition`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

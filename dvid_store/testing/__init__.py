@@ -9,6 +9,7 @@ client and a real server.
 from .faultproxy import Fault, FaultProxy
 from .samples import SAMPLE_VOLUMES, labels_testdata, sample_path, sample_volume
 from .server import DvidServer, DvidServerError, find_dvid_binary
+from .waiting import wait_until
 
 __all__ = [
     "SAMPLE_VOLUMES",
@@ -20,4 +21,5 @@ __all__ = [
     "labels_testdata",
     "sample_path",
     "sample_volume",
+    "wait_until",
 ]
