@@ -12,8 +12,8 @@ import requests
 
 from dvid_store import BadRequestError, DvidInputError, LockedNodeError, Node, UnsupportedError
 from dvid_store.datatypes.googlevoxels import GoogleVoxels, refuse_googlevoxels
-from dvid_store.datatypes.multichan16 import Multichan16, v3draw_bytes
-from dvid_store.testing import DvidServer, find_dvid_binary
+from dvid_store.datatypes.multichan16 import Multichan16, MultichanLoadError, v3draw_bytes
+from dvid_store.testing import DvidServer, find_dvid_binary, wait_until
 
 
 @pytest.fixture
@@ -79,6 +79,20 @@ def test_what_dvid_cannot_do_is_refused_before_sending(dvid_node: Node, mc: Mult
         mc.transport.request("GET", dvid_node.path("mc1", "xy", "8_8", "0_0_0"))
 
 
+def test_a_load_the_dvid_command_gave_up_on_is_never_done(dvid_node: Node, mc: Multichan16, tmp_path: Path) -> None:
+    """DVID's command stops waiting after 20 s while the server goes on storing, extent set first."""
+    mc.load(volume(), dvid_binary=find_dvid_binary())  # the instance now shows the channel and extent
+    gave_up = tmp_path / "dvid"
+    gave_up.write_text(
+        "#!/bin/sh\necho 'RPC error for \"node load local\": gorpc.Client: [127.0.0.1:1]. Cannot obtain response "
+        "during timeout=20s' >&2\nexit 1\n"
+    )
+    gave_up.chmod(0o755)
+    with pytest.raises(MultichanLoadError, match="may still be storing it"):
+        mc.load(volume(), dvid_binary=gave_up)
+    assert np.array_equal(mc.read(((0, 0, 0), (32, 64, 32))), volume())
+
+
 def test_load_on_a_committed_node_is_refused(dvid_node: Node, mc: Multichan16) -> None:
     dvid_node.commit("frozen")
     with pytest.raises(LockedNodeError):
@@ -98,6 +112,9 @@ def test_the_refused_reads_do_crash_dvid(tmp_path: Path) -> None:
         node = server.client().create_repo("crash")
         mc = Multichan16.create(node, "mc")
         _raw_loaded(server, node.uuid, "mc", np.ones((32, 32, 32), np.uint16), tmp_path)
+        # The RPC client gives up after 20 s, before a loaded server may have stored the
+        # channel; DVID builds the composite (and panics there) only once it has.
+        wait_until(lambda: "storeComposite" in server.log_tail(400), "DVID to store the uint16 channel")
         mc.refresh()
         assert mc.channel_dtypes == [np.dtype(np.uint16)]
         with pytest.raises(UnsupportedError, match="crashes the whole server"):

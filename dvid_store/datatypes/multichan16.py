@@ -53,6 +53,9 @@ __all__ = ["PLANES", "Multichan16", "MultichanLoadError", "v3draw_bytes"]
 PLANES = {"xy": ("y", "x"), "xz": ("z", "x"), "yz": ("z", "y")}
 
 _V3D_MAGIC = b"raw_image_stack_by_hpeng"
+#: DVID's function for the RGBA composite; its panic in the command's answer shows that
+#: the channel's blocks were all stored before it.
+_COMPOSITE_STEP = "storeComposite"
 _CRASH = (
     "DVID v1.0.0 stores multichan16 data with {what}, but its first read of such data crashes the "
     "whole server process (only single-channel uint8 data reads back). Store each channel in a "
@@ -142,7 +145,10 @@ class Multichan16(Instance):
         server read the file by its path: the server must see ``directory`` at the
         same path (a server on this machine does). The panic DVID raises while
         building its RGBA composite after storing the channel is expected; the load
-        counts as done when the instance's ``/info`` shows the channel and extent.
+        counts as done when the command's answer shows DVID reached that composite
+        step (so every block of the channel was stored) and the instance's ``/info``
+        shows the channel and extent. The ``dvid`` command gives up waiting after
+        20 s while the server goes on storing; that is reported, never taken as done.
 
         Parameters
         ----------
@@ -211,9 +217,18 @@ class Multichan16(Instance):
         self.refresh()
         shape_xyz = [n - 1 for n in arr.shape[::-1]]
         extended = self.info["Extended"]
-        if self.channels == 1 and list(extended.get("MaxPoint") or []) == shape_xyz:
-            return
         output = (done.stdout + done.stderr).strip()
+        # DVID sets the extent before the blocks are in; only the composite step, which
+        # follows the channel's last stored block, proves the whole channel is there.
+        reached_composite = _COMPOSITE_STEP in output or done.returncode == 0
+        if reached_composite and self.channels == 1 and list(extended.get("MaxPoint") or []) == shape_xyz:
+            return
+        if not reached_composite and "timeout" in output.lower():
+            raise MultichanLoadError(
+                f"DVID did not answer loading {arr.shape} into multichan16 {self.name!r} in time and may still "
+                f"be storing it; read it back (read() or slice()) before relying on it. `{' '.join(command)}` "
+                f"exited {done.returncode}: {output[:2000]}"
+            )
         raise MultichanLoadError(
             f"loading {arr.shape} into multichan16 {self.name!r} did not store it (the instance shows "
             f"{self.channels} channel(s), MaxPoint {extended.get('MaxPoint')}); `{' '.join(command)}` "
