@@ -58,6 +58,8 @@ from fault_matrix import (
     KvState,
     Op,
     WriteState,
+    compare_write,
+    create,
     gray_setup,
     inside,
     kv_put_setup,
@@ -69,6 +71,7 @@ from fault_matrix import (
     read_judge,
     run_matrix,
     secret_problems,
+    shape_of,
     short_client,
     short_defaults,
     summarise,
@@ -78,6 +81,7 @@ from fault_matrix import (
 )
 
 from dvid_store import Node
+from dvid_store.blocks import BlockIO
 from dvid_store.dask import open_dask, to_dvid
 from dvid_store.errors import DvidError, UnsupportedError
 from dvid_store.zarr import DvidStore
@@ -414,6 +418,36 @@ def _labels_write_mutate(env: Env, name: str, state: WriteState) -> None:
     env.pnode.labelmap(name).write(state.data, state.box[0], mutate=True)
 
 
+def _labels_ingest(env: Env, name: str, state: WriteState) -> None:
+    env.pnode.labelmap(name).write(state.data, state.box[0], downres=False)
+
+
+#: One whole scale-1 block: DVID takes lower-scale labels only as ``POST /blocks?scale=1``.
+LEVEL1_BOX = ((0, 0, 0), (32, 32, 32))
+
+
+def _level1_setup(env: Env, name: str) -> WriteState:
+    create(env.node, "labelmap", name, LABEL_BOX, block_size=(32, 32, 32), max_downres_level=1)
+    rng = np.random.default_rng(len(name))
+    old = np.array([5, 2**40 + 1], np.uint64)[rng.integers(0, 2, shape_of(LEVEL1_BOX))]
+    with GATE.writing():
+        BlockIO.open(env.node, name, scale=1).write_box(old, LEVEL1_BOX[0])
+    data = np.array([9, 2**62 + 3, 0], np.uint64)[rng.integers(0, 3, shape_of(LEVEL1_BOX))]
+    return WriteState(old=old, new=data.copy(), box=LEVEL1_BOX, data=data)
+
+
+def _level1_write(env: Env, name: str, state: WriteState) -> None:
+    BlockIO.open(env.pnode, name, scale=1).write_box(state.data, state.box[0])
+
+
+def _level1_judge(env: Env, name: str, state: WriteState, result: Any, error: BaseException | None):
+    stored = BlockIO.open(env.node, name, scale=1).read_box(LEVEL1_BOX)
+    problems = compare_write(stored, state.old, state.new, (32, 32, 32), LEVEL1_BOX[0], returned=error is None)
+    if problems:
+        return LOST, problems
+    return (CORRECT if error is None else TYPED), []
+
+
 def _max_label_setup(env: Env, name: str) -> tuple[int, int]:
     with GATE.creating():
         env.node.create_instance("labelmap", name)
@@ -466,6 +500,11 @@ NODE_API_OPS = [
     Op("node.labelmap().write(mutate=True) [POST /raw]", "lm", write_setup("labels", LABEL_ALIGNED),
        _labels_write_mutate, write_judge("labels"), "raw", frozenset({"POST"}), WRITE_RIDES,
        persistent=SOME_PERSISTENT_WRITES),
+    Op("node.labelmap().write(downres=False) [POST /blocks, not idempotent]", "li",
+       write_setup("labels", LABEL_ALIGNED), _labels_ingest, write_judge("labels"), "blocks", frozenset({"POST"}),
+       UNSAFE_WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("BlockIO(labelmap, scale=1).write_box [POST /blocks?scale=1]", "l1", _level1_setup, _level1_write,
+       _level1_judge, "blocks", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("labelmap.set_max_label [POST with the admin token]", "mx", _max_label_setup, _set_max_label,
        _max_label_judge, "maxlabel/", frozenset({"POST"}), PLAIN_POST_RIDES, persistent=SOME_PERSISTENT_WRITES),
 ]

@@ -321,6 +321,11 @@ def _put_labels_mutate(env: Env, name: str, state: WriteState) -> None:
         node.put_labels3D(name, state.data, state.box[0], False, True, None, True)
 
 
+def _put_labelblocks(env: Env, name: str, state: WriteState) -> None:
+    with service(env) as node:
+        node.put_labelblocks3D(name, state.data, state.box[0], False)
+
+
 LIBDVID_VOLUME_OPS = [
     Op("libdvid get_gray3D [GET /raw]", "lgg", gray_setup, _get_gray, read_judge(crop(GRAY_READ_BOX, GRAY_BOX)),
        "raw", frozenset({"GET"}), faults=READ_KINDS, persistent=SOME_PERSISTENT, shared=True),
@@ -334,6 +339,9 @@ LIBDVID_VOLUME_OPS = [
        persistent=SOME_PERSISTENT, shared=True),
     Op("libdvid put_labels3D aligned (labelmap) [POST /raw, not idempotent]", "lpl",
        write_setup("labels", LABEL_ALIGNED), _put_labels, write_judge("labels"), "raw", frozenset({"POST"}),
+       UNSAFE_WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("libdvid put_labelblocks3D aligned (labelmap) [POST /blocks, not idempotent]", "lpb",
+       write_setup("labels", LABEL_ALIGNED), _put_labelblocks, write_judge("labels"), "blocks", frozenset({"POST"}),
        UNSAFE_WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("libdvid put_labels3D(mutate=True) aligned (labelmap) [POST /raw]", "lpm",
        write_setup("labels", LABEL_ALIGNED), _put_labels_mutate, write_judge("labels"), "raw", frozenset({"POST"}),
