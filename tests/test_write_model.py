@@ -409,6 +409,15 @@ def label_machine(block: ZYX) -> type[RuleBasedStateMachine]:
             with pytest.raises(DvidInputError, match="aligned"):
                 self.node.labelmap(self.name).with_options(mutate=True)[_slices(box)] = data
 
+        @rule(box=boxes(region, block, aligned=True), values=LABEL_VALUES)
+        def node_api_ingest(self, box, values) -> None:
+            """``POST /blocks`` (downres=False): DVID indexes the blocks as new data, so only where none is."""
+            if self.supervoxels[_local(box, self.origin)].any():
+                return  # overwriting labels this way would leave DVID's sizes (which merges wait on) wrong
+            data = self.make_data(_shape(box), values)
+            self.node.labelmap(self.name).write(data, box[0], downres=False)
+            self._apply(box, data)
+
         @precondition(lambda self: len(self.body_sizes()) >= 2)
         @rule(data=st.data())
         def merge(self, data) -> None:

@@ -243,6 +243,12 @@ def label_machine() -> type[RuleBasedStateMachine]:
             self.service.put_labels3D(self.name, data, box[0], True, compress, None, mutate)
             self.model[_local(box, self.origin)] = data
 
+        @rule(box=aligned, seed=SEEDS, base=st.sampled_from([0, 2**33, 2**63 + 2**62]), throttle=st.booleans())
+        def libdvid_put_labelblocks3D(self, box: Box, seed: int, base: int, throttle: bool) -> None:
+            data = self.data(box, seed, base)
+            self.service.put_labelblocks3D(self.name, data, box[0], throttle)  # POST /blocks, DVID's block ingestion
+            self.model[_local(box, self.origin)] = data
+
         @rule(box=unaligned, seed=SEEDS)
         def libdvid_put_labels3D_unaligned_is_refused(self, box: Box, seed: int) -> None:
             with pytest.raises(ErrMsg, match="block-aligned"):
