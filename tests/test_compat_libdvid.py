@@ -533,3 +533,13 @@ def test_seed_defaults_reach_dvid(dvid_node, dvid_fault_proxy) -> None:
     assert "/labels/raw/" in get and {"throttle=true", "compression=lz4"} <= query(get)
     (get,) = sent(lambda: service.get_labels3D("labels", (30, 31, 32), (1, 1, 0), True, False))
     assert "compression=lz4" not in query(get)
+    # one whole aligned labelmap block: DVID throttles GET /blocks but not /specificblocks
+    assert service.create_labelmap("seg", 32) is True
+    service.put_labels3D("seg", labels, (0, 0, 0))
+    (get,) = sent(lambda: np.testing.assert_array_equal(service.get_labels3D("seg", (32, 32, 32), (0, 0, 0)), labels))
+    assert "/seg/blocks/32_32_32/0_0_0" in get and {"throttle=true", "compression=lz4"} <= query(get)
+    (get,) = sent(lambda: service.get_labels3D("seg", (32, 32, 32), (0, 0, 0), False))
+    assert "/seg/specificblocks" in get and "throttle=true" not in query(get)
+    gets = sent(lambda: np.testing.assert_array_equal(  # an absent block: GET /blocks answers nothing
+        service.get_labels3D("seg", (32, 32, 32), (32, 0, 0)), np.zeros((32, 32, 32), np.uint64)))
+    assert "/seg/blocks/" in gets[0] and all("throttle=true" in query(get) for get in gets)

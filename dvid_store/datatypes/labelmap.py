@@ -29,7 +29,7 @@ import lz4.block
 import numpy as np
 
 from ..errors import DvidInputError, MalformedAnswerError
-from ..geometry import Box, block_coords_in_box, box_shape, is_aligned
+from ..geometry import Box, block_coords_in_box, box_shape, is_aligned, xyz_string
 from .label_index import _LabelIndex
 from .label_mutations import _LabelMutations
 from .label_volume import _create_labels, _LabelVolume
@@ -225,9 +225,13 @@ class Labelmap(_LabelMutations, _LabelIndex, _LabelVolume):
 
     def _read_one_block(self, part: Box, dest: np.ndarray, params: Mapping[str, Any], compressed: bool) -> None:
         coord = [c // b for c, b in zip(part[0], self.block_shape)]
-        query = {k: v for k, v in params.items() if k in ("scale", "supervoxels")}
-        query["blocks"] = ",".join(str(c) for c in reversed(coord))
+        query = {k: v for k, v in params.items() if k in ("scale", "supervoxels", "throttle")}
         query["compression"] = "lz4" if compressed else "uncompressed"
+        if "throttle" in query:  # DVID throttles GET /blocks (same records), not /specificblocks
+            endpoint = self.path("blocks", xyz_string(box_shape(part)), xyz_string(part[0]))
+        else:
+            endpoint = self.path("specificblocks")
+            query["blocks"] = ",".join(str(c) for c in reversed(coord))
         def consume(pieces: Iterator[bytes]) -> bool:
             """Decode the one record into ``dest``; False for an empty answer."""
             body = b"".join(pieces)
@@ -250,7 +254,7 @@ class Labelmap(_LabelMutations, _LabelIndex, _LabelVolume):
             dest[...] = np.frombuffer(raw, dtype=np.uint64).reshape(dest.shape)
             return True
 
-        if not self.transport.stream("GET", self.path("specificblocks"), consume, params=query):
+        if not self.transport.stream("GET", endpoint, consume, params=query):
             # Absent, or a block stream cut off before its one record: a GET /raw of the
             # block and one voxel more (DVID fails on exactly one absent block) settles it.
             wider = (part[0], (part[1][0], part[1][1], part[1][2] + 1))
