@@ -9,6 +9,7 @@ import pytest
 
 from dvid_store import Node
 from dvid_store.blocks import BlockIO
+from dvid_store.datatypes.labelmap import Labelmap
 from dvid_store.testing import DvidServer, FaultProxy
 
 pytest_plugins = ["pytester"]
@@ -33,6 +34,20 @@ def written_blocks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]
     monkeypatch.setattr(BlockIO, "write", recording)
     monkeypatch.setattr(BlockIO, "write_box", recording_box)
     return sent
+
+
+@pytest.fixture
+def seg(dvid_node: Node) -> Labelmap:
+    """Labelmap "seg" with supervoxels 7 (x >= 32), 9 (y >= 32, x < 32) and 11 (z, y, x < 32), each its own
+    body, indexed; 0 elsewhere."""
+    labels = np.zeros((64, 64, 64), np.uint64)
+    labels[:, :, 32:] = 7
+    labels[:, 32:, :32] = 9
+    labels[:32, :32, :32] = 11
+    seg = Labelmap.create(dvid_node, "seg")
+    seg.write(labels, (0, 0, 0))
+    seg.wait_for_sizes({label: int((labels == label).sum()) for label in (7, 9, 11)})
+    return seg
 
 
 @pytest.fixture

@@ -20,18 +20,9 @@ from dvid_store.testing import wait_until
 KINDS = ["PreSyn", "PostSyn", "Gap", "Note", "AllSyn"]
 
 
-
-
 @pytest.fixture
-def synapses(dvid_node: Node) -> Annotations:
-    """Labelmap "seg" (x >= 32: 7; y >= 32, x < 32: 9; z, y, x < 32: 11; else 0) and annotation "syn" synced to it."""
-    labels = np.zeros((64, 64, 64), np.uint64)
-    labels[:, :, 32:] = 7
-    labels[:, 32:, :32] = 9
-    labels[:32, :32, :32] = 11
-    seg = Labelmap.create(dvid_node, "seg")
-    seg.write(labels, (0, 0, 0))
-    seg.wait_for_sizes({label: int((labels == label).sum()) for label in (7, 9, 11)})
+def synapses(dvid_node: Node, seg: Labelmap) -> Annotations:
+    """Annotation "syn" synced to the labelmap fixture "seg" (bodies 7, 9, 11; 0 elsewhere)."""
     syn = Annotations.create(dvid_node, "syn")
     syn.sync("seg")
     return syn

@@ -32,42 +32,19 @@ number of examples.
 from __future__ import annotations
 
 import itertools
-import os
-import sys
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from test_write_model import _failing, _settings
 
 from dvid_store import DvidInputError, Node, NotFoundError, ServerError
 from dvid_store.datatypes.annotations import element, elements_frame, partners_frame
 
-_SHRINK = os.environ.get("DVID_WRITE_MODEL_SHRINK") == "1"
-_PHASES = tuple(Phase) if _SHRINK else (Phase.explicit, Phase.reuse, Phase.generate)
-_MORE = float(os.environ.get("DVID_WRITE_MODEL_EXAMPLES", "1"))
-
-
-def _settings(max_examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=max(1, round(max_examples * _MORE)),
-        stateful_step_count=steps,
-        deadline=None,
-        phases=_PHASES,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        print_blob=True,
-    )
-
-
 _names = itertools.count()
-
-
-def _failing() -> bool:
-    """Whether teardown runs because a step or check raised (then let that error be the one reported)."""
-    return sys.exc_info()[1] is not None
 
 
 # ===================================================================== neuronjson

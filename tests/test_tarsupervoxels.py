@@ -30,19 +30,6 @@ def tar_members(data: bytes) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def seg(dvid_node: Node) -> Labelmap:
-    """Labelmap "seg" with supervoxels 7, 9 and 11 (each its own body), indexed."""
-    labels = np.zeros((64, 64, 64), np.uint64)
-    labels[:, :, 32:] = 7
-    labels[:, 32:, :32] = 9
-    labels[:32, :32, :32] = 11
-    seg = Labelmap.create(dvid_node, "seg")
-    seg.write(labels, (0, 0, 0))
-    seg.wait_for_sizes({label: int((labels == label).sum()) for label in (7, 9, 11)})
-    return seg
-
-
-@pytest.fixture
 def tsv(dvid_node: Node, seg: Labelmap) -> Tarsupervoxels:
     return Tarsupervoxels.create(dvid_node, "seg_sv_meshes", labelmap="seg", extension=".drc")
 

@@ -67,7 +67,7 @@ def _settings(max_examples: int, steps: int) -> settings:
         stateful_step_count=steps,
         deadline=None,
         phases=_PHASES,
-        suppress_health_check=[HealthCheck.too_slow],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         print_blob=True,
     )
 
@@ -178,11 +178,37 @@ def gray_data(shape: ZYX, seed: int, fill: int | None) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
+class VoxelReads:
+    """The read paths of a uint8blk-family instance (``name`` on ``node``), each of the whole ``region``."""
+
+    node: Node
+    name: str
+    origin: ZYX
+    region: Box
+
+    def _read_dask(self) -> np.ndarray:
+        return open_dask(self.node, self.name).compute()
+
+    def _read_zarr(self) -> np.ndarray:
+        array = zarr.open_array(DvidStore(self.node, self.name, scale=0), mode="r")
+        assert tuple(array.attrs["dvid"]["offset"]) == self.origin
+        return array[:]
+
+    def _read_zarr_url(self) -> np.ndarray:
+        return zarr.open_array(_url(self.node, self.name) + "/0", mode="r")[:]
+
+    def _read_raw(self) -> np.ndarray:  # GET /raw
+        return self.node.voxels(self.name)[_slices(self.region)]
+
+    def _read_subvolblocks(self) -> np.ndarray:  # GET /subvolblocks, decoded here
+        return self.node.voxels(self.name).read(self.region, compress=True)
+
+
 def gray_machine(block: ZYX, compression: str) -> type[RuleBasedStateMachine]:
     region = GRAY_REGION
     any_box = boxes(region, block)
 
-    class GrayModel(RuleBasedStateMachine):
+    class GrayModel(VoxelReads, RuleBasedStateMachine):
         """A uint8blk instance and its numpy model; each rule is one write path."""
 
         def __init__(self, node: Node, folder: Path) -> None:
@@ -190,6 +216,7 @@ def gray_machine(block: ZYX, compression: str) -> type[RuleBasedStateMachine]:
             self.node = node
             self.folder = folder
             self.name = _unique("gray")
+            self.region = region
             self.origin = region[0]
             array = create_array(node, self.name, region, "uint8", block_size=block, compression=compression)
             assert tuple(array.attrs["dvid"]["offset"]) == self.origin
@@ -264,23 +291,6 @@ def gray_machine(block: ZYX, compression: str) -> type[RuleBasedStateMachine]:
             # the model stays as it was; the invariant checks that DVID does too
 
         # -------------------------------------------------------- reads
-        def _read_dask(self) -> np.ndarray:
-            return open_dask(self.node, self.name).compute()
-
-        def _read_zarr(self) -> np.ndarray:
-            array = zarr.open_array(DvidStore(self.node, self.name, scale=0), mode="r")
-            assert tuple(array.attrs["dvid"]["offset"]) == self.origin
-            return array[:]
-
-        def _read_zarr_url(self) -> np.ndarray:
-            return zarr.open_array(_url(self.node, self.name) + "/0", mode="r")[:]
-
-        def _read_raw(self) -> np.ndarray:  # GET /raw
-            return self.node.voxels(self.name)[_slices(region)]
-
-        def _read_subvolblocks(self) -> np.ndarray:  # GET /subvolblocks, decoded here
-            return self.node.voxels(self.name).read(region, compress=True)
-
         READS = ("_read_dask", "_read_zarr", "_read_raw")
 
         @invariant()

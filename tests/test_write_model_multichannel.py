@@ -62,6 +62,7 @@ from test_write_model import (
     SOURCE_DTYPES,
     ZYX,
     Box,
+    VoxelReads,
     _cli_import,
     _failing,
     _local,
@@ -138,7 +139,7 @@ def voxel_machine(dtype: str, block: ZYX, compression: str) -> type[RuleBasedSta
             return np.full(shape + trailing, value, np.uint8)
         return np.random.default_rng(seed).integers(0, 256, shape + trailing, dtype=np.uint8)
 
-    class VoxelModel(RuleBasedStateMachine):
+    class VoxelModel(VoxelReads, RuleBasedStateMachine):
         """An instance and its numpy model; each rule is one write path."""
 
         def __init__(self, node: Node, folder: Path) -> None:
@@ -146,6 +147,7 @@ def voxel_machine(dtype: str, block: ZYX, compression: str) -> type[RuleBasedSta
             self.node = node
             self.folder = folder
             self.name = _unique("rgba" if channels > 1 else "gray")
+            self.region = region
             self.origin = region[0]
             array = create_array(node, self.name, region, dtype, block_size=block, compression=compression)
             assert node.instances()[self.name] == ("rgba8blk" if channels > 1 else "uint8blk")
@@ -273,23 +275,6 @@ def voxel_machine(dtype: str, block: ZYX, compression: str) -> type[RuleBasedSta
                 self.node.voxels(self.name).with_options(merge_edges=True)[(*_slices(box), channel)] = data
 
         # -------------------------------------------------------- reads
-        def _read_dask(self) -> np.ndarray:
-            return open_dask(self.node, self.name).compute()
-
-        def _read_zarr(self) -> np.ndarray:
-            array = zarr.open_array(DvidStore(self.node, self.name, scale=0), mode="r")
-            assert tuple(array.attrs["dvid"]["offset"]) == self.origin
-            return array[:]
-
-        def _read_zarr_url(self) -> np.ndarray:
-            return zarr.open_array(_url(self.node, self.name) + "/0", mode="r")[:]
-
-        def _read_raw(self) -> np.ndarray:  # GET /raw
-            return self.node.voxels(self.name)[_slices(region)]
-
-        def _read_subvolblocks(self) -> np.ndarray:  # GET /subvolblocks, decoded here
-            return self.node.voxels(self.name).read(region, compress=True)
-
         def _read_channels(self) -> np.ndarray:
             """Each channel alone, through zarr (even channels) and dask (odd ones), stacked again."""
             array = zarr.open_array(DvidStore(self.node, self.name, scale=0), mode="r")
