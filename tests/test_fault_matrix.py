@@ -149,7 +149,9 @@ class _ThreadStreams(io.TextIOBase):
         return self._target().write(text)
 
     def flush(self) -> None:
-        self._target().flush()
+        target = self._target()
+        if not target.closed:  # finalised at exit, after pytest has closed the stream it stood in for
+            target.flush()
 
     def isatty(self) -> bool:
         return False
