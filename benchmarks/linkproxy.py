@@ -280,6 +280,8 @@ class LinkProxy:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
     def __enter__(self) -> LinkProxy:
         return self
