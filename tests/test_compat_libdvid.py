@@ -480,11 +480,11 @@ def test_limits_bound_every_call(dvid_server, dvid_node, dvid_fault_proxy) -> No
     transport = default._client.transport
     assert transport.timeout == (5.0, 120.0) and transport.retry == RetryPolicy()  # libdvid's timeout by default
     policy = RetryPolicy(total_seconds=0)
-    bounded = DVIDNodeService(dvid_fault_proxy.address, dvid_node.uuid, "u", "a", timeout=1.0, retry=policy,
-                              deadline=5.0)
+    bounded = DVIDNodeService(dvid_fault_proxy.address, dvid_node.uuid, "u", "a", timeout=3.0, retry=policy,
+                              deadline=8.0)
     transport = bounded._client.transport
-    assert (transport.timeout, transport.retry, transport.deadline) == ((1.0, 1.0), policy, 5.0)
-    # set up straight to the server: a 1 s limit with no retries is for the stalled calls, not a busy machine's
+    assert (transport.timeout, transport.retry, transport.deadline) == ((3.0, 3.0), policy, 8.0)
+    # set up straight to the server: a 3 s limit with no retries is for the stalled calls, not a busy machine's
     dvid_node.create_instance("keyvalue", "kv")
     dvid_node.keyvalue("kv").put("a", b"value")
     # a stalled answer ends at the service's read timeout, for custom_request too (libdvid waited 120 s)
