@@ -29,7 +29,8 @@ def wait_until(condition: Callable[[], T], what: str, timeout: float = 30.0, int
 
     Returns
     -------
-    The first truthy result of ``condition``.
+    T
+        The first truthy result of ``condition``.
 
     Raises
     ------
