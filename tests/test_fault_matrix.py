@@ -20,6 +20,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -38,6 +39,7 @@ from fault_matrix import (
     GRAY_UNALIGNED,
     LABEL_ALIGNED,
     LABEL_BOX,
+    LABEL_IDS,
     LABEL_UNALIGNED,
     LOST,
     PLAIN_POST_RIDES,
@@ -67,6 +69,7 @@ from fault_matrix import (
     kv_value,
     kv_write_judge,
     label_setup,
+    make_labels,
     message_problems,
     read_judge,
     run_matrix,
@@ -450,6 +453,54 @@ def _level1_judge(env: Env, name: str, state: WriteState, result: Any, error: Ba
     return (CORRECT if error is None else TYPED), []
 
 
+# ---- label edits: merge, cleave, renumber (not safe to repeat: resent only after a 503) --------
+EDIT_RIDES = frozenset({"latency", "status_503", "html_503"})
+SV = [int(v) for v in LABEL_IDS]  # the supervoxels of make_labels, each its own body at first
+
+
+@dataclass
+class EditState:
+    before: list[int]  # the body of each of SV before the edit
+    done: Callable[[Any], list[int]]  # the bodies after the edit, given the call's result (None after an error)
+
+
+def _indexed_labels(env: Env, name: str) -> None:
+    data = make_labels(env.node, name)
+    sizes = {sv: int((data == sv).sum()) for sv in SV}
+    env.node.labelmap(name).wait_for_sizes(sizes, timeout=60)  # DVID indexes after answering the write
+
+
+def _merge_setup(env: Env, name: str) -> EditState:
+    _indexed_labels(env, name)
+    return EditState(list(SV), lambda result: [SV[0], SV[0], SV[2], SV[3]])
+
+
+def _cleave_setup(env: Env, name: str) -> EditState:
+    _indexed_labels(env, name)
+    with GATE.writing():
+        env.node.labelmap(name).merge(SV[0], [SV[1]])
+    return EditState([SV[0], SV[0], SV[2], SV[3]],
+                     lambda result: [SV[0], None if result is None else result.cleaved_label, SV[2], SV[3]])
+
+
+def _renumber_setup(env: Env, name: str) -> EditState:
+    _indexed_labels(env, name)
+    return EditState(list(SV), lambda result: [SV[0], SV[1], 2**50 + 5, SV[3]])
+
+
+def _edit_judge(env: Env, name: str, state: EditState, result: Any, error: BaseException | None):
+    """After success the edit's bodies; after a failure the bodies before it, or after it."""
+    bodies = [int(b) for b in env.node.labelmap(name).mapping(SV)]
+    after = state.done(result)
+    if error is None:
+        if bodies == after:
+            return CORRECT, []
+        return LOST, [f"the edit returned, but the supervoxels {SV} map to {bodies}, not {after}"]
+    if bodies == state.before or all(a is None or a == b for a, b in zip(after, bodies)):
+        return TYPED, []
+    return LOST, [f"after the failed edit the supervoxels {SV} map to {bodies}: neither {state.before} nor {after}"]
+
+
 def _max_label_setup(env: Env, name: str) -> tuple[int, int]:
     with GATE.creating():
         env.node.create_instance("labelmap", name)
@@ -511,6 +562,15 @@ NODE_API_OPS = [
        UNSAFE_WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("BlockIO(labelmap, scale=1).write_box [POST /blocks?scale=1]", "l1", _level1_setup, _level1_write,
        _level1_judge, "blocks", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("labelmap.merge [POST /merge, sent once]", "em", _merge_setup,
+       lambda env, name, state: env.pnode.labelmap(name).merge(SV[0], [SV[1]]), _edit_judge, "merge",
+       frozenset({"POST"}), EDIT_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("labelmap.cleave [POST /cleave, sent once]", "ec", _cleave_setup,
+       lambda env, name, state: env.pnode.labelmap(name).cleave(SV[0], [SV[1]]), _edit_judge, "cleave",
+       frozenset({"POST"}), EDIT_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("labelmap.renumber [POST /renumber, sent once]", "er", _renumber_setup,
+       lambda env, name, state: env.pnode.labelmap(name).renumber({SV[2]: 2**50 + 5}), _edit_judge, "renumber",
+       frozenset({"POST"}), EDIT_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("labelmap.set_max_label [POST with the admin token]", "mx", _max_label_setup, _set_max_label,
        _max_label_judge, "maxlabel/", frozenset({"POST"}), PLAIN_POST_RIDES, persistent=SOME_PERSISTENT_WRITES),
 ]

@@ -1,14 +1,18 @@
 """labelmap's edits: merge, cleave (one, several, hierarchically), renumber, split bodies and
 supervoxels, the mutation log.
 
-DVID records each edit as a mutation with an id, which the single edits return.
+DVID records each edit as a mutation with an id, which the single edits return. An
+edit is not safe to repeat: it is sent again only after a 503 or 429, which DVID (or a
+proxy in front of it) gives before doing anything; after an answer lost on the wire the
+error says the edit may or may not have been made
+(:meth:`~dvid_store.transport.Transport.send_once`).
 DVID v1.0.0's ``POST /renumber`` works pair by pair and stops at the first pair it
 refuses, keeping the pairs before it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -44,6 +48,10 @@ class SplitResult(NamedTuple):
 class _LabelMutations(Instance):
     """The edits of :class:`~dvid_store.datatypes.labels.Labelmap` (``/merge``, ``/cleave``, ``/split``...)."""
 
+    def _send_edit(self, send: Callable[[], Any]) -> Any:
+        """DVID's answer to one edit, sent once but for a refusal before anything was done."""
+        return self.transport.send_once(send)
+
     def merge(self, target: int, others: Iterable[int]) -> int:
         """Merge bodies ``others`` into body ``target`` (``POST /merge``).
 
@@ -59,7 +67,7 @@ class _LabelMutations(Instance):
         if target in rest:
             raise DvidInputError(f"cannot merge body {target} into itself")
         self.require_writable("merging bodies")
-        answer = self.transport.post_json(self.path("merge"), [target, *rest])
+        answer = self._send_edit(lambda: self.transport.post_json(self.path("merge"), [target, *rest]))
         return int(answer["MutationID"])
 
     def cleave(self, body: int, supervoxels: Iterable[int]) -> CleaveResult:
@@ -75,7 +83,7 @@ class _LabelMutations(Instance):
         if not svs:
             raise DvidInputError("cleave needs at least one supervoxel to move into the new body")
         self.require_writable("cleaving a body")
-        answer = self.transport.post_json(self.path("cleave", str(body)), svs)
+        answer = self._send_edit(lambda: self.transport.post_json(self.path("cleave", str(body)), svs))
         return CleaveResult(int(answer["CleavedLabel"]), int(answer["MutationID"]))
 
     def split_supervoxel(
@@ -117,9 +125,9 @@ class _LabelMutations(Instance):
         if not downres:
             params["downres"] = "false"
         self.require_writable("splitting a supervoxel")
-        answer = self.transport.request_json(
+        answer = self._send_edit(lambda: self.transport.request_json(
             "POST", self.path("split-supervoxel", str(supervoxel)), params=params, data=body
-        )
+        ))
         return SplitSupervoxelResult(
             int(answer["SplitSupervoxel"]), int(answer["RemainSupervoxel"]), int(answer["MutationID"])
         )
@@ -134,7 +142,9 @@ class _LabelMutations(Instance):
         body = _label_id(body)
         payload = encode_rles(_region_runs(region, offset))
         self.require_writable("splitting a body")
-        answer = self.transport.request_json("POST", self.path("split", str(body)), data=payload)
+        answer = self._send_edit(
+            lambda: self.transport.request_json("POST", self.path("split", str(body)), data=payload)
+        )
         return SplitResult(int(answer["label"]), int(answer["MutationID"]))
 
     def mutations(self, *, user: str | None = None) -> list[dict[str, Any]]:
@@ -179,7 +189,7 @@ class _LabelMutations(Instance):
             return
         self.require_writable("renumbering bodies")
         payload = [value for old, new in pairs for value in (new, old)]
-        self.transport.request("POST", self.path("renumber"), json=payload)
+        self._send_edit(lambda: self.transport.request("POST", self.path("renumber"), json=payload))
 
     def cleave_groups(self, body: int, groups: Iterable[Iterable[int]]) -> list[CleaveResult]:
         """Cleave several groups of supervoxels off one body, one ``POST /cleave`` each, in order.
