@@ -446,6 +446,30 @@ def label_machine(block: ZYX) -> type[RuleBasedStateMachine]:
                 if self.body_of.get(sv, sv) in others:
                     self.body_of[sv] = target
 
+        def _bodies_of_many(self) -> dict[int, list[int]]:
+            """Bodies of two or more supervoxels in the volume, with those supervoxels."""
+            groups: dict[int, list[int]] = {}
+            for sv in np.unique(self.supervoxels).tolist():
+                if sv:
+                    groups.setdefault(self.body_of.get(sv, sv), []).append(sv)
+            return {body: svs for body, svs in groups.items() if len(svs) >= 2}
+
+        @precondition(lambda self: bool(self._bodies_of_many()))
+        @rule(data=st.data())
+        def cleave(self, data) -> None:
+            groups = self._bodies_of_many()
+            body = data.draw(st.sampled_from(sorted(groups)), label="body")
+            moved = data.draw(
+                st.lists(st.sampled_from(groups[body]), min_size=1, max_size=len(groups[body]) - 1, unique=True),
+                label="moved",
+            )
+            seg = self.node.labelmap(self.name)
+            seg.wait_for_sizes({body: self.body_sizes()[body]}, timeout=INDEX_TIMEOUT)
+            new_body = seg.cleave(body, moved).cleaved_label
+            assert new_body not in self.body_sizes()
+            for sv in moved:
+                self.body_of[sv] = new_body
+
         # -------------------------------------------------------- reads
         def _read_dask(self, supervoxels: bool) -> np.ndarray:
             return open_dask(self.node, self.name, supervoxels=supervoxels).compute()
