@@ -672,7 +672,65 @@ ANNOTATION_OPS = [
 ]
 
 
+# ---------------------------------------------------------------- idempotent table writes
+@dataclass
+class Replace:
+    """A write of a whole value: ``old`` on the server before it, ``new`` after it."""
+
+    old: Any
+    new: Any
+
+
+def _replace_judge(read: Callable[[Env, str], Any]) -> Callable[..., tuple[str, list[str]]]:
+    def judge(env: Env, name: str, state: Replace, result: Any, error: BaseException | None):
+        return stored_judge(read(env, name), state.old, state.new, error)
+
+    return judge
+
+
+TSV_OLD, TSV_NEW = b"old mesh " * 100, np.random.default_rng(8).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+
+
+def _tsv_put_fill(env: Env, name: str) -> Replace:
+    env.node.tarsupervoxels(name).put(7, TSV_OLD)
+    return Replace(TSV_OLD, TSV_NEW)
+
+
+ROI_OLD = [(0, 0, 0), (0, 0, 1), (1, 2, 3)]
+ROI_NEW = [(-1, 0, 0), (0, 0, 1), (2, 2, 2), (2, 2, 3)]
+
+
+def _roi_fill(env: Env, name: str) -> Replace:
+    env.node.roi(name).post_blocks(ROI_OLD)
+    return Replace(sorted(ROI_OLD), sorted(ROI_NEW))
+
+
+#: Supervoxel 11 moves from body 9 to body 7 (DVID records the mapping only).
+MAPPING_SVS = [7, 17, 9, 11]
+
+
+def _mapping_fill(env: Env, name: str) -> Replace:
+    fill_seg(env, name, MERGES)
+    return Replace([7, 7, 9, 9], [7, 7, 9, 7])
+
+
+WRITE_OPS = [
+    Op("tarsupervoxels put (100 kB) [POST /supervoxel, idempotent]", "tp", Staged(tsv_create, _tsv_put_fill),
+       lambda env, name, state: env.pnode.tarsupervoxels(name).put(7, state.new),
+       _replace_judge(lambda env, name: env.node.tarsupervoxels(name).get(7)), "supervoxel/7", frozenset({"POST"}),
+       WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("roi post_blocks [POST /roi, idempotent]", "rw", Staged(lambda env, name: Roi.create(env.node, name), _roi_fill),
+       lambda env, name, state: env.pnode.roi(name).post_blocks(ROI_NEW),
+       _replace_judge(lambda env, name: sorted(map(tuple, env.node.roi(name).blocks().tolist()))), "roi",
+       frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("labelmap post_mappings [POST /mappings, idempotent]", "mw", Staged(create_seg, _mapping_fill),
+       lambda env, name, state: env.pnode.labelmap(name).post_mappings({11: 7}),
+       _replace_judge(lambda env, name: [int(b) for b in env.node.labelmap(name).mapping(MAPPING_SVS)]),
+       "mappings", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+]
+
+
 def test_tables(env: Env) -> None:
     """Every path but neuronjson's in one run: the trials of all of them side by side."""
-    matrix(env, [*LABELSZ_OPS, *LABELMAP_OPS, *TSV_OPS, *ROI_OPS, *ANNOTATION_OPS])
+    matrix(env, [*LABELSZ_OPS, *LABELMAP_OPS, *TSV_OPS, *ROI_OPS, *ANNOTATION_OPS, *WRITE_OPS])
 
