@@ -501,6 +501,27 @@ def _edit_judge(env: Env, name: str, state: EditState, result: Any, error: BaseE
     return LOST, [f"after the failed edit the supervoxels {SV} map to {bodies}: neither {state.before} nor {after}"]
 
 
+def _reserve_setup(env: Env, name: str) -> int:
+    with GATE.creating():
+        env.node.create_instance("labelmap", name)
+    with GATE.writing():
+        env.node.labelmap(name).set_max_label(1000)
+    return env.node.labelmap(name).next_label()
+
+
+def _reserve_judge(env: Env, name: str, state: int, result: Any, error: BaseException | None):
+    """After success the labels from the old next label on, and the next label past them; after a
+    failure the next label where it was, or past the labels the lost answer reserved."""
+    now = env.node.labelmap(name).next_label()
+    if error is None:
+        if result == range(state, state + 5) and now == state + 5:
+            return CORRECT, []
+        return LOST, [f"reserve_labels(5) returned {result} with the next label {state}; the server's is now {now}"]
+    if now in (state, state + 5):
+        return TYPED, []
+    return LOST, [f"after the failed reserve_labels(5) the next label is {now}, not {state} or {state + 5}"]
+
+
 def _max_label_setup(env: Env, name: str) -> tuple[int, int]:
     with GATE.creating():
         env.node.create_instance("labelmap", name)
@@ -570,6 +591,9 @@ NODE_API_OPS = [
        frozenset({"POST"}), EDIT_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("labelmap.renumber [POST /renumber, sent once]", "er", _renumber_setup,
        lambda env, name, state: env.pnode.labelmap(name).renumber({SV[2]: 2**50 + 5}), _edit_judge, "renumber",
+       frozenset({"POST"}), EDIT_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("labelmap.reserve_labels [POST /nextlabel, sent once]", "rv", _reserve_setup,
+       lambda env, name, state: env.pnode.labelmap(name).reserve_labels(5), _reserve_judge, "nextlabel/",
        frozenset({"POST"}), EDIT_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("labelmap.set_max_label [POST with the admin token]", "mx", _max_label_setup, _set_max_label,
        _max_label_judge, "maxlabel/", frozenset({"POST"}), PLAIN_POST_RIDES, persistent=SOME_PERSISTENT_WRITES),

@@ -905,7 +905,9 @@ def _reserve_labels(instance: Any, count: int) -> range:
     if int(count) < 1:
         raise DvidInputError(f"count must be at least 1, got {count}")
     instance.require_writable("reserving labels")
-    answer = instance.transport.post_json(instance.path("nextlabel", str(int(count))))
+    # Not safe to repeat (each answer reserves labels): sent again only after a 503 or 429.
+    path = instance.path("nextlabel", str(int(count)))
+    answer = instance.transport.send_once(lambda: instance.transport.post_json(path))
     return range(int(answer["start"]), int(answer["end"]) + 1)
 
 
