@@ -136,7 +136,8 @@ class DvidClient:
         payload = {"alias": alias, "description": description}
         if root is not None:
             payload["root"] = root
-        answer = self.transport.post_json("/api/repos", payload, admin=True)
+        # Not safe to repeat (a second repo): sent again only after a 503 or 429.
+        answer: Any = self.transport.send_once(lambda: self.transport.post_json("/api/repos", payload, admin=True))
         return self._node(answer["root"])
 
     def repo_info(self, ref: str) -> RepoInfo:

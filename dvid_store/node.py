@@ -198,6 +198,14 @@ class Node:
         return self.repo_info().versions[self.uuid].branch
 
     # ------------------------------------------------------------- versions
+    def _send_once(self, send: Callable[[], Any]) -> Any:
+        """The answer to a version edit that is not safe to repeat: sent again only after a 503 or 429."""
+        return self.transport.send_once(send)
+
+    def _committed_now(self) -> bool:
+        self._unlocked_seen_at = float("-inf")  # ask the server, not the cache
+        return self.locked
+
     def commit(self, note: str = "", log: Iterable[str] = ()) -> None:
         """Commit (lock) this node. Afterwards it is read-only.
 
@@ -210,7 +218,10 @@ class Node:
         """
         if self._known_locked:
             self.require_writable("commit")
-        self.transport.post_json(self.path("commit"), {"note": note, "log": list(log)})
+        payload = {"note": note, "log": list(log)}
+        # Sent again after a 503; after a lost answer, a node found locked counts as committed.
+        self.transport.send_once(lambda: self.transport.post_json(self.path("commit"), payload),
+                                 carried_out=self._committed_now)
         self._known_locked = True
 
     def new_version(self, note: str = "", *, uuid: str | None = None) -> Node:
@@ -218,7 +229,8 @@ class Node:
         payload: dict[str, str] = {"note": note}
         if uuid:
             payload["uuid"] = uuid
-        return Node(self.client, self.transport.post_json(self.path("newversion"), payload)["child"])
+        answer = self._send_once(lambda: self.transport.post_json(self.path("newversion"), payload))
+        return Node(self.client, answer["child"])
 
     def branch(self, name: str, note: str = "", *, uuid: str | None = None) -> Node:
         """Create a child on a new branch ``name``. The node must be committed first."""
@@ -227,7 +239,8 @@ class Node:
         payload: dict[str, str] = {"branch": name, "note": note}
         if uuid:
             payload["uuid"] = uuid
-        return Node(self.client, self.transport.post_json(self.path("branch"), payload)["child"])
+        answer = self._send_once(lambda: self.transport.post_json(self.path("branch"), payload))
+        return Node(self.client, answer["child"])
 
     def log(self) -> list[str]:
         """The node's log lines, as DVID stores them: ``"<UTC timestamp>  <text>"``."""
@@ -236,7 +249,7 @@ class Node:
     def append_log(self, *lines: str) -> None:
         """Append lines to the node's log."""
         self.require_writable("appending to the log")
-        self.transport.post_json(self.path("log"), {"log": list(lines)})
+        self._send_once(lambda: self.transport.post_json(self.path("log"), {"log": list(lines)}))
 
     @property
     def note(self) -> str:
@@ -246,7 +259,7 @@ class Node:
     @note.setter
     def note(self, text: str) -> None:
         self.require_writable("setting the note")
-        self.transport.post_json(self.path("note"), {"note": text})
+        self.transport.post_json(self.path("note"), {"note": text}, idempotent=True)  # sets, so safe to repeat
 
     # ------------------------------------------------------------- instances
     def instances(self) -> dict[str, str]:
@@ -298,7 +311,10 @@ class Node:
         check_instance_name(name, new=True)
         self.require_writable(f"creating instance {name!r}")
         payload = {"typename": typename, "dataname": name, **dvid_settings(settings)}
-        self.transport.post_json(f"/api/repo/{self.uuid}/instance", payload)
+        self.transport.send_once(
+            lambda: self.transport.post_json(f"/api/repo/{self.uuid}/instance", payload),
+            carried_out=lambda: name in self.instances(),  # after a lost answer: created, or sent again
+        )
         return self.typeinfo(name)
 
     # ------------------------------------------------------------- accessors

@@ -476,10 +476,13 @@ class Op:
     persistent: Sequence[str] | None = None  # the persistent faults tried; default: all of ``faults``
     shared: bool = False  # a read-only path: its trials share one instance, set up once
     first: int = 1  # the fault applies from the ``first``-th matching request on
+    #: The endpoint is a node's or repo's (``/api/node/<uuid>/commit``), not the instance's:
+    #: the trial's own ``app=`` tells its requests apart.
+    node_level: bool = False
 
     def match(self, instance: str, app: str) -> Callable[[str, str], bool]:
         """The FaultProxy matcher of one trial: the endpoint of its instance, with its ``app=``."""
-        path = f"/{instance}/{self.endpoint}"
+        path = f"/{self.endpoint}" if self.node_level else f"/{instance}/{self.endpoint}"
         mine = re.compile(rf"[?&]app={re.escape(app)}(&|$)")
         seen = 0
         lock = threading.Lock()

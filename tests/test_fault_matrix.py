@@ -522,6 +522,53 @@ def _reserve_judge(env: Env, name: str, state: int, result: Any, error: BaseExce
     return LOST, [f"after the failed reserve_labels(5) the next label is {now}, not {state} or {state + 5}"]
 
 
+# ---- versions and instances: a repo of its own per trial -----------------------------------
+def _repo_setup(env: Env, name: str) -> str:
+    return env.node.client.create_repo(name).uuid
+
+
+def _committed_repo_setup(env: Env, name: str) -> str:
+    uuid = _repo_setup(env, name)
+    Node(env.node.client, uuid).commit("the parent")
+    return uuid
+
+
+def _commit_judge(env: Env, name: str, uuid: str, result: Any, error: BaseException | None):
+    locked = Node(env.node.client, uuid).locked
+    if error is None:
+        return (CORRECT, []) if locked else (LOST, ["commit() returned, but the node is not locked"])
+    return TYPED, []  # committed or not: a commit is all or nothing
+
+
+def _children(env: Env, uuid: str) -> list[str]:
+    return [v for v, info in env.node.client.repo_info(uuid).versions.items() if uuid in info.parents]
+
+
+def _branch_judge(env: Env, name: str, uuid: str, result: Any, error: BaseException | None):
+    children = _children(env, uuid)
+    if error is None:
+        if children == [result.uuid]:
+            return CORRECT, []
+        return LOST, [f"branch() returned {result.uuid}, but the node's children are {children}"]
+    if len(children) <= 1:
+        return TYPED, []
+    return LOST, [f"after the failed branch() the node has {len(children)} children: {children}"]
+
+
+def _create_judge(env: Env, name: str, uuid: str, result: Any, error: BaseException | None):
+    instances = env.node.client.repo_info(uuid).instances
+    if error is None:
+        if instances.get("kv") == "keyvalue" and result["Base"]["Name"] == "kv":
+            return CORRECT, []
+        return LOST, [f"create_instance returned, but the repo has instances {instances}"]
+    return TYPED, []  # created or not
+
+
+#: A commit or instance creation whose answer is lost is checked on the server, so it rides
+#: through everything that loses or breaks an answer, as well as the 503s.
+CHECKED_RIDES = UNSAFE_WRITE_RIDES | {"reset_after", "cut_chunked_broken"}
+
+
 def _max_label_setup(env: Env, name: str) -> tuple[int, int]:
     with GATE.creating():
         env.node.create_instance("labelmap", name)
@@ -595,6 +642,15 @@ NODE_API_OPS = [
     Op("labelmap.reserve_labels [POST /nextlabel, sent once]", "rv", _reserve_setup,
        lambda env, name, state: env.pnode.labelmap(name).reserve_labels(5), _reserve_judge, "nextlabel/",
        frozenset({"POST"}), EDIT_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("node.commit [POST /commit, sent once, a lost answer checked]", "nc", _repo_setup,
+       lambda env, name, uuid: Node(env.client, uuid).commit("through the matrix"), _commit_judge, "commit",
+       frozenset({"POST"}), CHECKED_RIDES, persistent=SOME_PERSISTENT_WRITES, node_level=True),
+    Op("node.branch [POST /branch, sent once]", "nb", _committed_repo_setup,
+       lambda env, name, uuid: Node(env.client, uuid).branch("side"), _branch_judge, "branch",
+       frozenset({"POST"}), EDIT_RIDES, persistent=SOME_PERSISTENT_WRITES, node_level=True),
+    Op("node.create_instance [POST /instance, sent once, a lost answer checked]", "ni", _repo_setup,
+       lambda env, name, uuid: Node(env.client, uuid).create_instance("keyvalue", "kv"), _create_judge,
+       "instance", frozenset({"POST"}), CHECKED_RIDES, persistent=SOME_PERSISTENT_WRITES, node_level=True),
     Op("labelmap.set_max_label [POST with the admin token]", "mx", _max_label_setup, _set_max_label,
        _max_label_judge, "maxlabel/", frozenset({"POST"}), PLAIN_POST_RIDES, persistent=SOME_PERSISTENT_WRITES),
 ]
