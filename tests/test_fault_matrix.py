@@ -376,6 +376,12 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b and (not isinstance(a, dict) or list(a) == list(b))
 
 
+def _kv_put_many_setup(env: Env, name: str) -> KvState:
+    state = kv_put_setup(env, name)
+    state.new["small"] = b"t" * 12
+    return state
+
+
 KV_OPS = [
     Op("keyvalue put (100 kB)", "kp", kv_put_setup,
        lambda env, name, state: env.pnode.keyvalue(name).put("big", state.new["big"]),
@@ -392,6 +398,9 @@ KV_OPS = [
        lambda env, name, state: env.pnode.keyvalue(name).get_many(["html", "missing", "big", "small"]),
        read_judge(lambda state: {k: state.old[k] for k in ("html", "big", "small")}, _same),
        "keyvalues", faults=READ_KINDS, shared=True),
+    Op("keyvalue put_many (two values) [POST /keyvalues, idempotent]", "kw", _kv_put_many_setup,
+       lambda env, name, state: env.pnode.keyvalue(name).put_many({k: state.new[k] for k in ("big", "small")}),
+       kv_write_judge, "keyvalues", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("keyvalue delete", "kd", _kv_delete_setup, lambda env, name, state: env.pnode.keyvalue(name).delete("big"),
        kv_write_judge, "key/big", frozenset({"DELETE"}), WRITE_RIDES),
 ]

@@ -38,6 +38,7 @@ from fault_matrix import (
     stored_judge,
 )
 
+from dvid_store import LabelIndex
 from dvid_store.datatypes.annotations import element, elements_frame, partners_frame
 from dvid_store.datatypes.labelmap import Labelmap
 from dvid_store.datatypes.labelsz import Labelsz
@@ -714,7 +715,20 @@ def _mapping_fill(env: Env, name: str) -> Replace:
     return Replace([7, 7, 9, 9], [7, 7, 9, 7])
 
 
+def _index_fill(env: Env, name: str) -> Replace:
+    seg = fill_seg(env, name, MERGES)
+    old = seg.label_index(9)
+    new = LabelIndex(label=9, blocks={(0, 1, 0): {9: 1000, 11: 24}, (1, 1, 0): {9: 5}}, last_mutid=77,
+                     last_mod_time="2026-12-05T12:00:00Z", last_mod_user="matrix", last_mod_app="fault-matrix")
+    assert old is not None and old != new
+    return Replace(old, new)
+
+
 WRITE_OPS = [
+    Op("labelmap write_label_index [POST /index, idempotent]", "iw", Staged(create_seg, _index_fill),
+       lambda env, name, state: env.pnode.labelmap(name).write_label_index(state.new),
+       _replace_judge(lambda env, name: env.node.labelmap(name).label_index(9)), "index/9", frozenset({"POST"}),
+       WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("tarsupervoxels put (100 kB) [POST /supervoxel, idempotent]", "tp", Staged(tsv_create, _tsv_put_fill),
        lambda env, name, state: env.pnode.tarsupervoxels(name).put(7, state.new),
        _replace_judge(lambda env, name: env.node.tarsupervoxels(name).get(7)), "supervoxel/7", frozenset({"POST"}),
