@@ -184,6 +184,14 @@ def _delete(model: dict[int, dict[str, Any]]) -> None:
     del model[NJ_DELETED]
 
 
+NJ_UPDATES = {NJ_UPDATE[0]: NJ_UPDATE[1], 300: {"type": "PN", "count": 4}}
+
+
+def _update_two(model: dict[int, dict[str, Any]]) -> None:
+    for body, fields in NJ_UPDATES.items():
+        model[body].update(fields)
+
+
 def nj_write_judge(env: Env, name: str, state: NjWrite, result: Any, error: BaseException | None):
     """(b): every annotation, read straight from the server: the new set after success, old or new after a failure."""
     return stored_judge(env.node.neuronjson(name).get_many(list(state.old)), state.old, state.new, error)
@@ -206,6 +214,9 @@ NEURONJSON_OPS = [
        lambda env, name, state: env.pnode.neuronjson(name).put(*NJ_UPDATE),
        nj_write_judge, f"key/{NJ_UPDATE[0]}", frozenset({"POST"}), WRITE_RIDES,
        persistent=SOME_PERSISTENT_WRITES),
+    Op("neuronjson put_many (two updates) [POST /keyvalues, idempotent]", "njm", _nj_write_setup(_update_two),
+       lambda env, name, state: env.pnode.neuronjson(name).put_many(NJ_UPDATES),
+       nj_write_judge, "keyvalues", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("neuronjson delete [DELETE /key]", "njd", _nj_write_setup(_delete),
        lambda env, name, state: env.pnode.neuronjson(name).delete(NJ_DELETED),
        nj_write_judge, f"key/{NJ_DELETED}", frozenset({"DELETE"}), WRITE_RIDES,
@@ -710,6 +721,19 @@ def _roi_fill(env: Env, name: str) -> Replace:
 MAPPING_SVS = [7, 17, 9, 11]
 
 
+TSV_LOADED = {7: b"seven " * 50, 9: np.random.default_rng(9).integers(0, 256, 50_000, dtype=np.uint8).tobytes()}
+
+
+def _tsv_load_fill(env: Env, name: str) -> Replace:
+    env.node.tarsupervoxels(name).put(7, TSV_OLD)
+    return Replace({7: TSV_OLD, 9: None}, TSV_LOADED)
+
+
+def _tsv_files(env: Env, name: str) -> dict[int, bytes | None]:
+    tsv = env.node.tarsupervoxels(name)
+    return {sv: tsv.get(sv) if tsv.exists([sv])[0] else None for sv in (7, 9)}
+
+
 def _mapping_fill(env: Env, name: str) -> Replace:
     fill_seg(env, name, MERGES)
     return Replace([7, 7, 9, 9], [7, 7, 9, 7])
@@ -733,6 +757,9 @@ WRITE_OPS = [
        lambda env, name, state: env.pnode.tarsupervoxels(name).put(7, state.new),
        _replace_judge(lambda env, name: env.node.tarsupervoxels(name).get(7)), "supervoxel/7", frozenset({"POST"}),
        WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+    Op("tarsupervoxels load (two files) [POST /load, idempotent]", "tl", Staged(tsv_create, _tsv_load_fill),
+       lambda env, name, state: env.pnode.tarsupervoxels(name).load(TSV_LOADED),
+       _replace_judge(_tsv_files), "load", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("roi post_blocks [POST /roi, idempotent]", "rw", Staged(lambda env, name: Roi.create(env.node, name), _roi_fill),
        lambda env, name, state: env.pnode.roi(name).post_blocks(ROI_NEW),
        _replace_judge(lambda env, name: sorted(map(tuple, env.node.roi(name).blocks().tolist()))), "roi",
