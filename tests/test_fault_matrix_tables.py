@@ -748,7 +748,39 @@ def _index_fill(env: Env, name: str) -> Replace:
     return Replace(old, new)
 
 
+#: Part of supervoxel 17 (z >= 32, y < 32, x < 32 in seg_volume) split off: its voxels with x < 16.
+SPLIT_PART = (seg_volume() == 17) & (np.indices(SEG_SHAPE)[2] < 16)
+
+
+def _split_fill(env: Env, name: str) -> np.ndarray:
+    fill_seg(env, name, {})
+    return seg_volume()
+
+
+def _split_judge(env: Env, name: str, old: np.ndarray, result: Any, error: BaseException | None):
+    """After success the part and the rest of 17 hold the answer's two new ids; after a failure 17 is
+    whole, or split in two new ids along the part; every other voxel as it was."""
+    stored = env.node.labelmap(name).read(((0, 0, 0), SEG_SHAPE), supervoxels=True)
+    was17 = old == 17
+    if not np.array_equal(stored[~was17], old[~was17]):
+        return LOST, ["the split changed voxels outside supervoxel 17"]
+    part, rest = np.unique(stored[SPLIT_PART]), np.unique(stored[was17 & ~SPLIT_PART])
+    if error is None:
+        if part.tolist() == [result.split_supervoxel] and rest.tolist() == [result.remain_supervoxel]:
+            return CORRECT, []
+        return LOST, [f"split_supervoxel returned {result}, but the part holds {part} and the rest {rest}"]
+    whole = part.tolist() == [17] and rest.tolist() == [17]
+    split = len(part) == 1 and len(rest) == 1 and len({int(part[0]), int(rest[0]), 17}) == 3
+    if whole or split:
+        return TYPED, []
+    return LOST, [f"after the failed split supervoxel 17's part holds {part} and its rest {rest}"]
+
+
 WRITE_OPS = [
+    Op("labelmap split_supervoxel [POST /split-supervoxel, sent once]", "sv", Staged(create_seg, _split_fill),
+       lambda env, name, state: env.pnode.labelmap(name).split_supervoxel(17, SPLIT_PART), _split_judge,
+       "split-supervoxel", frozenset({"POST"}), frozenset({"latency", "status_503", "html_503"}),
+       persistent=SOME_PERSISTENT_WRITES),
     Op("labelmap write_label_index [POST /index, idempotent]", "iw", Staged(create_seg, _index_fill),
        lambda env, name, state: env.pnode.labelmap(name).write_label_index(state.new),
        _replace_judge(lambda env, name: env.node.labelmap(name).label_index(9)), "index/9", frozenset({"POST"}),
