@@ -100,6 +100,7 @@ def test_to_dvid_through_the_body_view_keeps_every_supervoxel_outside_the_box(dv
     supervoxels[:, :, 32:] = 2
     to_dvid(supervoxels, dvid_node, "seg")
     seg = dvid_node.labelmap("seg")
+    seg.wait_for_sizes({1: 128 * 64 * 32, 2: 128 * 64 * 32})  # DVID indexes labels after answering the write
     seg.merge(1, [2])
     to_dvid(np.full((10, 10, 10), 9, np.uint64), dvid_node, "seg", offset=(60, 27, 27))
     expected = supervoxels.copy()

@@ -440,7 +440,7 @@ def test_labelarray(dvid_node) -> None:
     arr.write(volume, (0, 0, 0))
     np.testing.assert_array_equal(arr.read(((0, 0, 0), (64, 64, 128))), volume)
     assert arr.extents == ((0, 0, 0), (64, 64, 128)) and arr.bounding_box(scale=1) == ((0, 0, 0), (32, 32, 64))
-    wait_until(lambda: arr.body_exists(4), "labelarray's index")
+    wait_until(lambda: all(arr.body_exists(label) for label in (1, 2, 4)), "labelarray's index")
     np.testing.assert_array_equal(arr.read(((0, 0, 0), (32, 32, 64)), scale=1), volume[::2, ::2, ::2])
     truth = np.argwhere(volume == 4)
     np.testing.assert_array_equal(arr.sparsevol(4, format="coords"), truth)
