@@ -137,7 +137,7 @@ class DvidClient:
         if root is not None:
             payload["root"] = root
         # Not safe to repeat (a second repo): sent again only after a 503 or 429.
-        answer: Any = self.transport.send_once(lambda: self.transport.post_json("/api/repos", payload, admin=True))
+        answer = self.transport.send_once(lambda: self.transport.post_json("/api/repos", payload, admin=True))
         return self._node(answer["root"])
 
     def repo_info(self, ref: str) -> RepoInfo:

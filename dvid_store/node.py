@@ -198,10 +198,6 @@ class Node:
         return self.repo_info().versions[self.uuid].branch
 
     # ------------------------------------------------------------- versions
-    def _send_once(self, send: Callable[[], Any]) -> Any:
-        """The answer to a version edit that is not safe to repeat: sent again only after a 503 or 429."""
-        return self.transport.send_once(send)
-
     def _committed_now(self) -> bool:
         self._unlocked_seen_at = float("-inf")  # ask the server, not the cache
         return self.locked
@@ -229,7 +225,7 @@ class Node:
         payload: dict[str, str] = {"note": note}
         if uuid:
             payload["uuid"] = uuid
-        answer = self._send_once(lambda: self.transport.post_json(self.path("newversion"), payload))
+        answer = self.transport.send_once(lambda: self.transport.post_json(self.path("newversion"), payload))
         return Node(self.client, answer["child"])
 
     def branch(self, name: str, note: str = "", *, uuid: str | None = None) -> Node:
@@ -239,7 +235,7 @@ class Node:
         payload: dict[str, str] = {"branch": name, "note": note}
         if uuid:
             payload["uuid"] = uuid
-        answer = self._send_once(lambda: self.transport.post_json(self.path("branch"), payload))
+        answer = self.transport.send_once(lambda: self.transport.post_json(self.path("branch"), payload))
         return Node(self.client, answer["child"])
 
     def log(self) -> list[str]:
@@ -249,7 +245,7 @@ class Node:
     def append_log(self, *lines: str) -> None:
         """Append lines to the node's log."""
         self.require_writable("appending to the log")
-        self._send_once(lambda: self.transport.post_json(self.path("log"), {"log": list(lines)}))
+        self.transport.send_once(lambda: self.transport.post_json(self.path("log"), {"log": list(lines)}))
 
     @property
     def note(self) -> str:

@@ -43,7 +43,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import requests
 import urllib3
@@ -430,6 +430,12 @@ class Transport:
             expect_empty=expect_empty, allow_html=allow_html,
         )
 
+    @overload
+    def send_once(self, send: Callable[[], T]) -> T: ...
+
+    @overload
+    def send_once(self, send: Callable[[], T], *, carried_out: Callable[[], bool]) -> T | None: ...
+
     def send_once(self, send: Callable[[], T], *, carried_out: Callable[[], bool] | None = None) -> T | None:
         """Run ``send``, one write that must not be repeated blindly, with the retries safe for it.
 
@@ -443,7 +449,7 @@ class Transport:
         Returns
         -------
         Whatever ``send`` returned, or ``None`` when ``carried_out()`` confirmed a
-        write whose answer was lost.
+        write whose answer was lost (so never ``None`` without ``carried_out``).
         """
         policy = self._config.retry
         started = time.monotonic()

@@ -12,7 +12,7 @@ refuses, keeping the pairs before it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -48,10 +48,6 @@ class SplitResult(NamedTuple):
 class _LabelMutations(Instance):
     """The edits of :class:`~dvid_store.datatypes.labels.Labelmap` (``/merge``, ``/cleave``, ``/split``...)."""
 
-    def _send_edit(self, send: Callable[[], Any]) -> Any:
-        """DVID's answer to one edit, sent once but for a refusal before anything was done."""
-        return self.transport.send_once(send)
-
     def merge(self, target: int, others: Iterable[int]) -> int:
         """Merge bodies ``others`` into body ``target`` (``POST /merge``).
 
@@ -67,7 +63,7 @@ class _LabelMutations(Instance):
         if target in rest:
             raise DvidInputError(f"cannot merge body {target} into itself")
         self.require_writable("merging bodies")
-        answer = self._send_edit(lambda: self.transport.post_json(self.path("merge"), [target, *rest]))
+        answer = self.transport.send_once(lambda: self.transport.post_json(self.path("merge"), [target, *rest]))
         return int(answer["MutationID"])
 
     def cleave(self, body: int, supervoxels: Iterable[int]) -> CleaveResult:
@@ -83,7 +79,7 @@ class _LabelMutations(Instance):
         if not svs:
             raise DvidInputError("cleave needs at least one supervoxel to move into the new body")
         self.require_writable("cleaving a body")
-        answer = self._send_edit(lambda: self.transport.post_json(self.path("cleave", str(body)), svs))
+        answer = self.transport.send_once(lambda: self.transport.post_json(self.path("cleave", str(body)), svs))
         return CleaveResult(int(answer["CleavedLabel"]), int(answer["MutationID"]))
 
     def split_supervoxel(
@@ -125,7 +121,7 @@ class _LabelMutations(Instance):
         if not downres:
             params["downres"] = "false"
         self.require_writable("splitting a supervoxel")
-        answer = self._send_edit(lambda: self.transport.request_json(
+        answer = self.transport.send_once(lambda: self.transport.request_json(
             "POST", self.path("split-supervoxel", str(supervoxel)), params=params, data=body
         ))
         return SplitSupervoxelResult(
@@ -142,7 +138,7 @@ class _LabelMutations(Instance):
         body = _label_id(body)
         payload = encode_rles(_region_runs(region, offset))
         self.require_writable("splitting a body")
-        answer = self._send_edit(
+        answer = self.transport.send_once(
             lambda: self.transport.request_json("POST", self.path("split", str(body)), data=payload)
         )
         return SplitResult(int(answer["label"]), int(answer["MutationID"]))
@@ -189,7 +185,7 @@ class _LabelMutations(Instance):
             return
         self.require_writable("renumbering bodies")
         payload = [value for old, new in pairs for value in (new, old)]
-        self._send_edit(lambda: self.transport.request("POST", self.path("renumber"), json=payload))
+        self.transport.send_once(lambda: self.transport.request("POST", self.path("renumber"), json=payload))
 
     def cleave_groups(self, body: int, groups: Iterable[Iterable[int]]) -> list[CleaveResult]:
         """Cleave several groups of supervoxels off one body, one ``POST /cleave`` each, in order.
