@@ -659,6 +659,15 @@ def write_setup(kind: str, box: Any) -> Callable[[Env, str], WriteState]:
     return setup
 
 
+def write_outcome(stored: np.ndarray, state: WriteState, block: Sequence[int], origin: Sequence[int],
+                  error: BaseException | None) -> tuple[str, list[str]]:
+    """(b) for volume writes, from what the server holds: :func:`compare_write`'s problems are data lost."""
+    problems = compare_write(stored, state.old, state.new, block, origin, returned=error is None)
+    if problems:
+        return LOST, problems
+    return (CORRECT if error is None else TYPED), []
+
+
 def write_judge(kind: str) -> Judge:
     """(b) for volume writes: the whole instance (the box and around it), read straight from the server."""
 
@@ -668,10 +677,7 @@ def write_judge(kind: str) -> Judge:
         else:
             stored = env.node.labelmap(name).read(LABEL_BOX, supervoxels=True)
             block, origin = LABEL_BLOCK, LABEL_BOX[0]
-        problems = compare_write(stored, state.old, state.new, block, origin, returned=error is None)
-        if problems:
-            return LOST, problems
-        return (CORRECT if error is None else TYPED), []
+        return write_outcome(stored, state, block, origin, error)
 
     return judge
 
@@ -684,34 +690,49 @@ def label_setup(env: Env, name: str) -> np.ndarray:
     return make_labels(env.node, name)
 
 
-# ------------------------------------------------------------- keyvalue
+# ------------------------------------------------------------- whole values
 @dataclass
-class KvState:
-    old: dict[str, bytes]
-    new: dict[str, bytes]
+class Change:
+    """A write of whole values (keys, annotations, files...): ``old`` on the server before it,
+    ``new`` after it."""
+
+    old: Any
+    new: Any
+
+
+def change_judge(read: Callable[[Env, str, Any], Any]) -> Judge:
+    """(b) for writes of whole values: ``read(env, name, state)`` straight from the server, judged by
+    :func:`stored_judge`."""
+
+    def judge(env: Env, name: str, state: Change, result: Any, error: BaseException | None):
+        return stored_judge(read(env, name, state), state.old, state.new, error)
+
+    return judge
+
+
+# ------------------------------------------------------------- keyvalue
 
 
 def kv_value(seed: int, size: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
 
 
-def kv_setup(env: Env, name: str) -> KvState:
+def kv_setup(env: Env, name: str) -> Change:
     """A keyvalue instance holding a large value, a small one and one that is an HTML page."""
     with GATE.creating():
         env.node.create_instance("keyvalue", name)
     old = {"big": kv_value(seed_of(name), 100_000), "small": b"s" * 10, "html": b"<html><body>user data</body></html>"}
     with GATE.writing():
         env.node.keyvalue(name).put_many(old)
-    return KvState(old, dict(old))
+    return Change(old, dict(old))
 
 
-def kv_put_setup(env: Env, name: str) -> KvState:
+def kv_put_setup(env: Env, name: str) -> Change:
     """:func:`kv_setup`, and a new value for ``big`` to write."""
     state = kv_setup(env, name)
     state.new["big"] = kv_value(seed_of(name) + 1, 100_000)
     return state
 
 
-def kv_write_judge(env: Env, name: str, state: KvState, result: Any, error: BaseException | None):
-    """(b) for keyvalue writes: every key, read straight from the server."""
-    return stored_judge(env.node.keyvalue(name).get_many(list(state.old)), state.old, state.new, error)
+#: (b) for keyvalue writes: every key, read straight from the server.
+kv_write_judge = change_judge(lambda env, name, state: env.node.keyvalue(name).get_many(list(state.old)))

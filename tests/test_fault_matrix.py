@@ -54,13 +54,12 @@ from fault_matrix import (
     UNTYPED,
     WRITE_RIDES,
     WRONG,
+    Change,
     CliRun,
     Env,
     Judge,
-    KvState,
     Op,
     WriteState,
-    compare_write,
     create,
     gray_setup,
     inside,
@@ -80,6 +79,7 @@ from fault_matrix import (
     summarise,
     truth,
     write_judge,
+    write_outcome,
     write_setup,
 )
 
@@ -356,13 +356,13 @@ def test_to_dvid(env: Env) -> None:
 
 
 # ---- keyvalue ------------------------------------------------------------------------------------
-def _kv_delete_setup(env: Env, name: str) -> KvState:
+def _kv_delete_setup(env: Env, name: str) -> Change:
     state = kv_setup(env, name)
     del state.new["big"]
     return state
 
 
-def _range_judge(env: Env, name: str, state: KvState, result: Any, error: BaseException | None):
+def _range_judge(env: Env, name: str, state: Change, result: Any, error: BaseException | None):
     """DVID v1.0.0 answers a ranged GET with the whole value (200, not 206), so the one
     right outcome is UnsupportedError; a value returned is an answer that only looked ranged."""
     if isinstance(error, UnsupportedError):
@@ -376,7 +376,7 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b and (not isinstance(a, dict) or list(a) == list(b))
 
 
-def _kv_put_many_setup(env: Env, name: str) -> KvState:
+def _kv_put_many_setup(env: Env, name: str) -> Change:
     state = kv_put_setup(env, name)
     state.new["small"] = b"t" * 12
     return state
@@ -456,10 +456,7 @@ def _level1_write(env: Env, name: str, state: WriteState) -> None:
 
 def _level1_judge(env: Env, name: str, state: WriteState, result: Any, error: BaseException | None):
     stored = BlockIO.open(env.node, name, scale=1).read_box(LEVEL1_BOX)
-    problems = compare_write(stored, state.old, state.new, (32, 32, 32), LEVEL1_BOX[0], returned=error is None)
-    if problems:
-        return LOST, problems
-    return (CORRECT if error is None else TYPED), []
+    return write_outcome(stored, state, (32, 32, 32), LEVEL1_BOX[0], error)
 
 
 # ---- label edits: merge, cleave, renumber (not safe to repeat: resent only after a 503) --------

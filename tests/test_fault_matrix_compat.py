@@ -43,9 +43,9 @@ from fault_matrix import (
     TOKEN,
     UNSAFE_WRITE_RIDES,
     WRITE_RIDES,
+    Change,
     Env,
     Judge,
-    KvState,
     Op,
     WriteState,
     gray_setup,
@@ -197,32 +197,32 @@ def _same_bytes(a: Any, b: Any) -> bool:
     return type(a) is bytes and a == b
 
 
-def _pydvid_get(env: Env, name: str, state: KvState) -> bytes:
+def _pydvid_get(env: Env, name: str, state: Change) -> bytes:
     with pydvid_client_closed(env) as connection:
         return pydvid_keyvalue.get_value(connection, env.node.uuid, name, "big")
 
 
-def _pydvid_put(env: Env, name: str, state: KvState) -> None:
+def _pydvid_put(env: Env, name: str, state: Change) -> None:
     with pydvid_client_closed(env) as connection:
         pydvid_keyvalue.put_value(connection, env.node.uuid, name, "big", state.new["big"])
 
 
-def _libdvid_get(env: Env, name: str, state: KvState) -> bytes:
+def _libdvid_get(env: Env, name: str, state: Change) -> bytes:
     with service(env) as node:
         return node.get(name, "big")
 
 
-def _libdvid_put(env: Env, name: str, state: KvState) -> None:
+def _libdvid_put(env: Env, name: str, state: Change) -> None:
     with service(env) as node:
         node.put(name, "big", state.new["big"])
 
 
-def _custom_get(env: Env, name: str, state: KvState) -> bytes:
+def _custom_get(env: Env, name: str, state: Change) -> bytes:
     with service(env) as node:
         return node.custom_request(f"/{name}/key/big", b"", libdvid.ConnectionMethod.GET)
 
 
-def _custom_post(env: Env, name: str, state: KvState) -> bytes:
+def _custom_post(env: Env, name: str, state: Change) -> bytes:
     with service(env) as node:
         return node.custom_request(f"/{name}/key/big", state.new["big"], libdvid.ConnectionMethod.POST)
 

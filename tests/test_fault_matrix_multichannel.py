@@ -45,13 +45,11 @@ from fault_matrix import (
     SOME_PERSISTENT,
     SOME_PERSISTENT_WRITES,
     TOKEN,
-    TYPED,
     WRITE_RIDES,
     Env,
     Judge,
     Op,
     WriteState,
-    compare_write,
     create,
     fill,
     inside,
@@ -62,6 +60,7 @@ from fault_matrix import (
     short_defaults,
     truth,
     write_judge,
+    write_outcome,
     write_setup,
 )
 
@@ -109,10 +108,7 @@ def rgba_write_judge(
     stored = env.node.voxels(name).read(RGBA_BOX)
     if stored.shape != state.old.shape or stored.dtype != np.uint8:
         return LOST, [f"the server's instance reads as {stored.shape} {stored.dtype}, not {state.old.shape} uint8"]
-    problems = compare_write(stored, state.old, state.new, RGBA_BLOCK, RGBA_BOX[0], returned=error is None)
-    if problems:
-        return LOST, problems
-    return (CORRECT if error is None else TYPED), []
+    return write_outcome(stored, state, RGBA_BLOCK, RGBA_BOX[0], error)
 
 
 # ================================================================ the paths

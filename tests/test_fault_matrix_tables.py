@@ -30,12 +30,13 @@ from fault_matrix import (
     TRANSIENT,
     TYPED,
     WRITE_RIDES,
+    Change,
     Env,
     Op,
+    change_judge,
     instance_name,
     read_judge,
     run_matrix,
-    stored_judge,
 )
 
 from dvid_store import LabelIndex
@@ -157,21 +158,15 @@ def nj_fill(env: Env, name: str) -> NjTruth:
     return NjTruth(model, frame, query)
 
 
-@dataclass
-class NjWrite:
-    old: dict[int, dict[str, Any]]
-    new: dict[int, dict[str, Any]]
-
-
 nj_setup = Staged(nj_create, nj_fill)
 
 
 def _nj_write_setup(change: Callable[[dict[int, dict[str, Any]]], None]) -> Staged:
-    def fill(env: Env, name: str) -> NjWrite:
+    def fill(env: Env, name: str) -> Change:
         truth = nj_fill(env, name)
         new = {b: dict(f) for b, f in truth.model.items()}
         change(new)
-        return NjWrite(truth.model, new)
+        return Change(truth.model, new)
 
     return Staged(nj_create, fill)
 
@@ -192,9 +187,8 @@ def _update_two(model: dict[int, dict[str, Any]]) -> None:
         model[body].update(fields)
 
 
-def nj_write_judge(env: Env, name: str, state: NjWrite, result: Any, error: BaseException | None):
-    """(b): every annotation, read straight from the server: the new set after success, old or new after a failure."""
-    return stored_judge(env.node.neuronjson(name).get_many(list(state.old)), state.old, state.new, error)
+#: (b): every annotation, read straight from the server: the new set after success, old or new after a failure.
+nj_write_judge = change_judge(lambda env, name, state: env.node.neuronjson(name).get_many(list(state.old)))
 
 
 NEURONJSON_OPS = [
@@ -685,36 +679,21 @@ ANNOTATION_OPS = [
 
 
 # ---------------------------------------------------------------- idempotent table writes
-@dataclass
-class Replace:
-    """A write of a whole value: ``old`` on the server before it, ``new`` after it."""
-
-    old: Any
-    new: Any
-
-
-def _replace_judge(read: Callable[[Env, str], Any]) -> Callable[..., tuple[str, list[str]]]:
-    def judge(env: Env, name: str, state: Replace, result: Any, error: BaseException | None):
-        return stored_judge(read(env, name), state.old, state.new, error)
-
-    return judge
-
-
 TSV_OLD, TSV_NEW = b"old mesh " * 100, np.random.default_rng(8).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
 
 
-def _tsv_put_fill(env: Env, name: str) -> Replace:
+def _tsv_put_fill(env: Env, name: str) -> Change:
     env.node.tarsupervoxels(name).put(7, TSV_OLD)
-    return Replace(TSV_OLD, TSV_NEW)
+    return Change(TSV_OLD, TSV_NEW)
 
 
 ROI_OLD = [(0, 0, 0), (0, 0, 1), (1, 2, 3)]
 ROI_NEW = [(-1, 0, 0), (0, 0, 1), (2, 2, 2), (2, 2, 3)]
 
 
-def _roi_fill(env: Env, name: str) -> Replace:
+def _roi_fill(env: Env, name: str) -> Change:
     env.node.roi(name).post_blocks(ROI_OLD)
-    return Replace(sorted(ROI_OLD), sorted(ROI_NEW))
+    return Change(sorted(ROI_OLD), sorted(ROI_NEW))
 
 
 #: Supervoxel 11 moves from body 9 to body 7 (DVID records the mapping only).
@@ -724,28 +703,28 @@ MAPPING_SVS = [7, 17, 9, 11]
 TSV_LOADED = {7: b"seven " * 50, 9: np.random.default_rng(9).integers(0, 256, 50_000, dtype=np.uint8).tobytes()}
 
 
-def _tsv_load_fill(env: Env, name: str) -> Replace:
+def _tsv_load_fill(env: Env, name: str) -> Change:
     env.node.tarsupervoxels(name).put(7, TSV_OLD)
-    return Replace({7: TSV_OLD, 9: None}, TSV_LOADED)
+    return Change({7: TSV_OLD, 9: None}, TSV_LOADED)
 
 
-def _tsv_files(env: Env, name: str) -> dict[int, bytes | None]:
+def _tsv_files(env: Env, name: str, state: Change) -> dict[int, bytes | None]:
     tsv = env.node.tarsupervoxels(name)
     return {sv: tsv.get(sv) if tsv.exists([sv])[0] else None for sv in (7, 9)}
 
 
-def _mapping_fill(env: Env, name: str) -> Replace:
+def _mapping_fill(env: Env, name: str) -> Change:
     fill_seg(env, name, MERGES)
-    return Replace([7, 7, 9, 9], [7, 7, 9, 7])
+    return Change([7, 7, 9, 9], [7, 7, 9, 7])
 
 
-def _index_fill(env: Env, name: str) -> Replace:
+def _index_fill(env: Env, name: str) -> Change:
     seg = fill_seg(env, name, MERGES)
     old = seg.label_index(9)
     new = LabelIndex(label=9, blocks={(0, 1, 0): {9: 1000, 11: 24}, (1, 1, 0): {9: 5}}, last_mutid=77,
                      last_mod_time="2026-12-05T12:00:00Z", last_mod_user="matrix", last_mod_app="fault-matrix")
     assert old is not None and old != new
-    return Replace(old, new)
+    return Change(old, new)
 
 
 #: Part of supervoxel 17 (z >= 32, y < 32, x < 32 in seg_volume) split off: its voxels with x < 16.
@@ -783,22 +762,22 @@ WRITE_OPS = [
        persistent=SOME_PERSISTENT_WRITES),
     Op("labelmap write_label_index [POST /index, idempotent]", "iw", Staged(create_seg, _index_fill),
        lambda env, name, state: env.pnode.labelmap(name).write_label_index(state.new),
-       _replace_judge(lambda env, name: env.node.labelmap(name).label_index(9)), "index/9", frozenset({"POST"}),
+       change_judge(lambda env, name, state: env.node.labelmap(name).label_index(9)), "index/9", frozenset({"POST"}),
        WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("tarsupervoxels put (100 kB) [POST /supervoxel, idempotent]", "tp", Staged(tsv_create, _tsv_put_fill),
        lambda env, name, state: env.pnode.tarsupervoxels(name).put(7, state.new),
-       _replace_judge(lambda env, name: env.node.tarsupervoxels(name).get(7)), "supervoxel/7", frozenset({"POST"}),
+       change_judge(lambda env, name, state: env.node.tarsupervoxels(name).get(7)), "supervoxel/7", frozenset({"POST"}),
        WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("tarsupervoxels load (two files) [POST /load, idempotent]", "tl", Staged(tsv_create, _tsv_load_fill),
        lambda env, name, state: env.pnode.tarsupervoxels(name).load(TSV_LOADED),
-       _replace_judge(_tsv_files), "load", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
+       change_judge(_tsv_files), "load", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("roi post_blocks [POST /roi, idempotent]", "rw", Staged(lambda env, name: Roi.create(env.node, name), _roi_fill),
        lambda env, name, state: env.pnode.roi(name).post_blocks(ROI_NEW),
-       _replace_judge(lambda env, name: sorted(map(tuple, env.node.roi(name).blocks().tolist()))), "roi",
+       change_judge(lambda env, name, state: sorted(map(tuple, env.node.roi(name).blocks().tolist()))), "roi",
        frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
     Op("labelmap post_mappings [POST /mappings, idempotent]", "mw", Staged(create_seg, _mapping_fill),
        lambda env, name, state: env.pnode.labelmap(name).post_mappings({11: 7}),
-       _replace_judge(lambda env, name: [int(b) for b in env.node.labelmap(name).mapping(MAPPING_SVS)]),
+       change_judge(lambda env, name, state: [int(b) for b in env.node.labelmap(name).mapping(MAPPING_SVS)]),
        "mappings", frozenset({"POST"}), WRITE_RIDES, persistent=SOME_PERSISTENT_WRITES),
 ]
 
